@@ -1,0 +1,126 @@
+"""Train/validation/test split done separately within control and perturbed cells."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning.pytorch as pl
+import numpy as np
+from scvi import settings
+from scvi.data import AnnDataManager
+
+from ._constants import DATA_SOURCES
+from ._data_loading import PairedDataLoader
+
+
+def _split_counts(n: int, train_size: float, validation_size: float | None) -> tuple[int, int]:
+    n_train = int(np.ceil(train_size * n))
+    n_val = n - n_train if validation_size is None else int(np.floor(validation_size * n))
+    return n_train, n_val
+
+
+class ComparativeDataSplitter(pl.LightningDataModule):
+    """Split control and perturbed cells into train, validation and test sets.
+
+    Each group is split with the same fractions, so every set keeps the screen's ratio of
+    control to perturbed cells, and loaders pair the two groups in each minibatch.
+
+    Parameters
+    ----------
+    adata_manager
+        Manager of the registered AnnData.
+    control_indices, perturbed_indices
+        Row indices of control and perturbed cells.
+    train_size
+        Fraction of each group used for training, in ``(0, 1]``.
+    validation_size
+        Fraction of each group used for validation; ``None`` uses the rest.
+    shuffle_set_split
+        Shuffle (seeded by ``scvi.settings.seed``) before splitting.
+    load_sparse_tensor
+        Load sparse count matrices as sparse tensors.
+    **loader_kwargs
+        Passed to :class:`~compvi._data_loading.PairedDataLoader` (``batch_size`` etc.).
+    """
+
+    def __init__(
+        self,
+        adata_manager: AnnDataManager,
+        control_indices: Sequence[int],
+        perturbed_indices: Sequence[int],
+        train_size: float = 0.9,
+        validation_size: float | None = None,
+        shuffle_set_split: bool = True,
+        load_sparse_tensor: bool = False,
+        **loader_kwargs,
+    ) -> None:
+        super().__init__()
+        if not 0 < train_size <= 1:
+            raise ValueError(f"train_size must be in (0, 1], got {train_size}.")
+        if validation_size is not None and (
+            validation_size < 0 or train_size + validation_size > 1
+        ):
+            raise ValueError(
+                f"validation_size must be >= 0 with train_size + validation_size <= 1, got "
+                f"train_size={train_size}, validation_size={validation_size}."
+            )
+        self.adata_manager = adata_manager
+        self.groups = {
+            DATA_SOURCES.CONTROL: np.asarray(control_indices),
+            DATA_SOURCES.PERTURBED: np.asarray(perturbed_indices),
+        }
+        self.train_size = train_size
+        self.validation_size = validation_size
+        self.shuffle_set_split = shuffle_set_split
+        self.load_sparse_tensor = load_sparse_tensor
+        self.loader_kwargs = loader_kwargs
+        counts = {
+            name: _split_counts(len(idx), train_size, validation_size)
+            for name, idx in self.groups.items()
+        }
+        self.n_train = sum(n_train for n_train, _ in counts.values())
+        self.n_val = sum(n_val for _, n_val in counts.values())
+        self._counts = counts
+
+    def setup(self, stage: str | None = None) -> None:
+        """Assign each group's cells to the train, validation and test sets."""
+        rng = np.random.RandomState(seed=settings.seed)
+        self.split = {}
+        for name, indices in self.groups.items():
+            ordered = rng.permutation(indices) if self.shuffle_set_split else indices
+            n_train, n_val = self._counts[name]
+            self.split[name] = {
+                "validation": ordered[:n_val],
+                "train": ordered[n_val : n_val + n_train],
+                "test": ordered[n_val + n_train :],
+            }
+        self.train_idx, self.val_idx, self.test_idx = (
+            np.concatenate([self.split[name][part] for name in self.groups])
+            for part in ("train", "validation", "test")
+        )
+
+    def _loader(self, part: str, shuffle: bool) -> PairedDataLoader | None:
+        control = self.split[DATA_SOURCES.CONTROL][part]
+        perturbed = self.split[DATA_SOURCES.PERTURBED][part]
+        if len(control) == 0 or len(perturbed) == 0:
+            return None
+        return PairedDataLoader(
+            self.adata_manager,
+            control,
+            perturbed,
+            shuffle=shuffle,
+            load_sparse_tensor=self.load_sparse_tensor,
+            **self.loader_kwargs,
+        )
+
+    def train_dataloader(self) -> PairedDataLoader:
+        """Shuffled paired loader over the training cells."""
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> PairedDataLoader | None:
+        """Paired loader over the validation cells, if both groups have some."""
+        return self._loader("validation", shuffle=False)
+
+    def test_dataloader(self) -> PairedDataLoader | None:
+        """Paired loader over the test cells, if both groups have some."""
+        return self._loader("test", shuffle=False)

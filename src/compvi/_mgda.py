@@ -1,0 +1,44 @@
+"""Min-norm (MGDA) weighting of two objectives that share parameters."""
+
+from __future__ import annotations
+
+import torch
+
+
+def min_norm_weight(grad_first: torch.Tensor, grad_second: torch.Tensor) -> torch.Tensor:
+    r"""Weight of the first objective in the min-norm convex combination of two gradients.
+
+    Solves :math:`\min_{\alpha \in [0, 1]} \lVert \alpha g_1 + (1 - \alpha) g_2 \rVert^2`
+    in closed form (Sener & Koltun, 2018):
+
+    .. math::
+
+        \alpha^* = \operatorname{clip}\left(
+            \frac{(g_2 - g_1)^\top g_2}{\lVert g_1 - g_2 \rVert^2}, 0, 1\right).
+
+    Parameters
+    ----------
+    grad_first
+        Gradient :math:`g_1` of the first objective with respect to the shared parameters,
+        any shape.
+    grad_second
+        Gradient :math:`g_2` of the second objective, same shape as ``grad_first``.
+
+    Returns
+    -------
+    A 0-d tensor :math:`\alpha^*` in :math:`[0, 1]`; the second objective gets weight
+    :math:`1 - \alpha^*`. Equal gradients give :math:`\alpha^* = 0.5`.
+    """
+    if grad_first.shape != grad_second.shape:
+        raise ValueError(
+            f"Both gradients must have the same shape, got {tuple(grad_first.shape)} "
+            f"and {tuple(grad_second.shape)}."
+        )
+    g1 = grad_first.reshape(-1)
+    g2 = grad_second.reshape(-1)
+    diff = g1 - g2
+    denom = diff.dot(diff)
+    # Identical gradients: every convex combination has the same norm, so split evenly.
+    if denom <= torch.finfo(denom.dtype).tiny:
+        return torch.full((), 0.5, dtype=g1.dtype, device=g1.device)
+    return ((g2 - g1).dot(g2) / denom).clamp(0.0, 1.0)

@@ -1,0 +1,153 @@
+"""Training plan: MGDA balancing of control and perturbed objectives and a leakage bound."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from scvi.module.base import BaseModuleClass, LossOutput
+from scvi.train import TrainingPlan
+
+from ._constants import BALANCING_MODES
+from ._data_loading import concatenate_sources
+from ._dual_ascent import DualAscentMultiplier
+from ._mgda import min_norm_weight
+
+
+def _output_layer_gradient(delta: torch.Tensor, head_input: torch.Tensor) -> torch.Tensor:
+    """Flattened gradient of a linear output layer (weight and bias) given its output gradient."""
+    return torch.cat([(head_input.T @ delta).reshape(-1), delta.sum(0)])
+
+
+class ComparativeTrainingPlan(TrainingPlan):
+    r"""Fit a comparative VAE on paired control/perturbed minibatches.
+
+    Each step evaluates the mean negative ELBO of the control cells, :math:`L_c`, and of the
+    perturbed cells, :math:`L_p`, and minimizes
+
+    .. math::
+
+        2\,(\alpha L_c + (1 - \alpha) L_p) + \lambda (R - \varepsilon),
+
+    where :math:`R` is the module's leakage (salient signal in control cells).
+
+    Parameters
+    ----------
+    module
+        A :class:`~compvi._module.ComparativeVAE`.
+    balancing
+        ``"mgda"``: :math:`\alpha` is the min-norm (MGDA) weight of the two objectives'
+        gradients with respect to the decoder's output layer, the shared parameters next to
+        the data; the per-cell gradients at the output come from one extra backward pass
+        through the likelihood only. ``"sum"``: :math:`\alpha = 0.5`, the plain sum.
+    leakage_bound
+        :math:`\varepsilon`, the largest leakage allowed, in units of the salient prior's
+        variance per dimension (see :meth:`~compvi._module.ComparativeVAE.leakage`).
+        :math:`\lambda` follows dual ascent. ``None`` turns the constraint off.
+    leakage_weight
+        A fixed penalty weight on :math:`R` instead of the constraint (for ablations); needs
+        ``leakage_bound=None``.
+    multiplier_lr
+        Step size of the dual ascent on :math:`\lambda`, applied every training step.
+    **kwargs
+        Passed to :class:`scvi.train.TrainingPlan` (``lr``, ``n_epochs_kl_warmup``, ...).
+    """
+
+    def __init__(
+        self,
+        module: BaseModuleClass,
+        *,
+        balancing: Literal["mgda", "sum"] = "mgda",
+        leakage_bound: float | None = 0.05,
+        leakage_weight: float | None = None,
+        multiplier_lr: float = 1.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(module, **kwargs)
+        if balancing not in BALANCING_MODES:
+            raise ValueError(f"balancing={balancing!r} is not one of {BALANCING_MODES}.")
+        if leakage_bound is not None and leakage_weight is not None:
+            raise ValueError(
+                "Pass either leakage_bound (a constraint with a learned multiplier) or "
+                "leakage_weight (a fixed penalty), not both; set the other to None."
+            )
+        if leakage_weight is not None and leakage_weight < 0:
+            raise ValueError(f"leakage_weight must be >= 0, got {leakage_weight}.")
+        if leakage_bound is not None and leakage_bound < 0:
+            raise ValueError(
+                f"leakage_bound must be >= 0 (a leakage in units of the salient prior's "
+                f"variance), got {leakage_bound}; use None to turn the constraint off."
+            )
+        self.balancing = balancing
+        self.leakage_weight = leakage_weight
+        self.leakage_constraint = (
+            DualAscentMultiplier(leakage_bound, multiplier_lr)
+            if leakage_bound is not None
+            else None
+        )
+
+    def _mgda_weight(
+        self, loss_output: LossOutput, generative_outputs: dict, perturbed: torch.Tensor
+    ) -> torch.Tensor:
+        extra = loss_output.extra_metrics
+        # Each objective only touches its own cells' rows of the logits, so one gradient of
+        # the sum yields both objectives' output gradients, row-separated.
+        (delta,) = torch.autograd.grad(
+            extra["loss_control"] + extra["loss_perturbed"],
+            generative_outputs["px_logits"],
+            retain_graph=True,
+        )
+        head_input = generative_outputs["px_head_input"].detach()
+        grad_control = _output_layer_gradient(delta[~perturbed], head_input[~perturbed])
+        grad_perturbed = _output_layer_gradient(delta[perturbed], head_input[perturbed])
+        return min_norm_weight(grad_control, grad_perturbed).detach()
+
+    def _raise_if_not_finite(self, loss: torch.Tensor, loss_output: LossOutput, perturbed):
+        if torch.isfinite(loss):
+            return
+        terms = {"leakage": loss_output.extra_metrics["leakage"]}
+        per_cell = {**loss_output.reconstruction_loss, **loss_output.kl_local}
+        for name, values in per_cell.items():
+            terms[f"{name} of control cells"] = values[~perturbed].mean()
+            terms[f"{name} of perturbed cells"] = values[perturbed].mean()
+        broken = [f"{name} = {v.item():.4g}" for name, v in terms.items() if not torch.isfinite(v)]
+        raise FloatingPointError(
+            f"ComparativeVI training stopped at epoch {self.current_epoch}, step "
+            f"{self.global_step}: the loss is not finite ({'; '.join(broken) or loss.item()}). "
+            "The weights of the last finite step are kept. Check the counts for extreme "
+            "values, or lower the learning rate with plan_kwargs={'lr': ...}."
+        )
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        """One step on a paired minibatch: balance, constrain, log, update the multiplier."""
+        if "kl_weight" in self.loss_kwargs:
+            self.loss_kwargs.update({"kl_weight": self.kl_weight})
+        tensors = concatenate_sources(batch)
+        inference_outputs, generative_outputs, loss_output = self.forward(
+            tensors, loss_kwargs=self.loss_kwargs
+        )
+        perturbed = inference_outputs["perturbed"]
+        extra = loss_output.extra_metrics
+        if self.balancing == "mgda":
+            alpha = self._mgda_weight(loss_output, generative_outputs, perturbed)
+        else:
+            alpha = torch.full((), 0.5, device=perturbed.device)
+        loss = 2 * (alpha * extra["loss_control"] + (1 - alpha) * extra["loss_perturbed"])
+        if self.leakage_constraint is not None:
+            loss = loss + self.leakage_constraint.penalty(extra["leakage"])
+        elif self.leakage_weight:
+            loss = loss + self.leakage_weight * extra["leakage"]
+        self._raise_if_not_finite(loss, loss_output, perturbed)
+
+        log = {"on_step": self.on_step, "on_epoch": self.on_epoch, "batch_size": len(perturbed)}
+        self.log("train_loss", loss, prog_bar=True, **log)
+        self.log("mgda_weight", alpha, **log)
+        if self.leakage_constraint is not None:
+            self.log("leakage_multiplier", self.leakage_constraint.value, **log)
+            self.leakage_constraint.step(extra["leakage"])
+        self.compute_and_log_metrics(loss_output, self.train_metrics, "train")
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Validation metrics on a paired minibatch."""
+        super().validation_step(concatenate_sources(batch), batch_idx)

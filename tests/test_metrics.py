@@ -1,0 +1,244 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compvi.metrics import affine_r2, leakage, mcc, random_rotation_floor
+
+# Two exactly uncorrelated, zero-mean columns of equal variance (1/2), for hand computations.
+A = np.array([1.0, -1.0, 0.0, 0.0])
+B = np.array([0.0, 0.0, 1.0, -1.0])
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(42)
+
+
+# --- affine_r2 -------------------------------------------------------------------------
+
+
+def test_affine_r2_is_one_for_invertible_affine_map(rng):
+    z = rng.normal(size=(1000, 3))
+    mixing = rng.normal(size=(3, 3)) + 3 * np.eye(3)
+    learned = z @ mixing + np.array([5.0, -2.0, 0.5])
+    assert affine_r2(z, learned) == pytest.approx(1.0, abs=1e-6)
+    # Extra uninformative learned columns do not hurt an exact fit.
+    wide = np.hstack([learned, rng.normal(size=(1000, 2))])
+    assert affine_r2(z, wide) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_affine_r2_is_near_zero_for_independent_noise(rng):
+    score = affine_r2(rng.normal(size=(3000, 3)), rng.normal(size=(3000, 3)))
+    assert abs(score) < 0.02
+
+
+def test_affine_r2_matches_analytic_value(rng):
+    # true = x + e with var(x) = var(e) = 1 has R^2 = var(x) / (var(x) + var(e)) = 1/2.
+    learned = rng.normal(size=(20000, 3))
+    true = learned[:, 0] + rng.normal(size=20000)
+    assert affine_r2(true, learned) == pytest.approx(0.5, abs=0.02)
+
+
+def test_affine_r2_averages_columns_uniformly(rng):
+    # One perfectly predicted column (R^2 = 1) and one unpredictable column (R^2 = 0).
+    learned = rng.normal(size=(20000, 2))
+    true = np.column_stack([2 * learned[:, 0] + 1, rng.normal(size=20000)])
+    assert affine_r2(true, learned) == pytest.approx(0.5, abs=0.02)
+
+
+def test_affine_r2_drops_constant_columns(rng):
+    z = rng.normal(size=200)
+    true = np.column_stack([z, np.zeros(200)])
+    assert affine_r2(true, 3 * z - 1) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_affine_r2_split_depends_on_random_state(rng):
+    learned = rng.normal(size=(200, 2))
+    true = learned[:, 0] + rng.normal(size=200)
+    assert affine_r2(true, learned, random_state=0) != affine_r2(true, learned, random_state=1)
+
+
+@pytest.mark.parametrize(
+    ("true", "learned", "kwargs", "match"),
+    [
+        (np.ones((20, 2)), np.ones((20, 2)), {}, "constant on the held-out rows"),
+        (np.zeros((20, 2)), np.zeros((19, 2)), {}, "true has 20, learned has 19 rows"),
+        (np.full((20, 1), np.nan), np.zeros((20, 1)), {}, "true contains NaN"),
+        (np.zeros((20, 1)), np.full((20, 1), np.inf), {}, "learned contains NaN or infinite"),
+        (np.zeros((9, 1)), np.zeros((9, 1)), {}, "at least 10 rows"),
+        (np.zeros((20, 1, 1)), np.zeros((20, 1)), {}, r"true must be an array of shape"),
+        (np.zeros((20, 0)), np.zeros((20, 1)), {}, r"true must be an array of shape"),
+        (np.zeros((20, 1)), np.zeros((20, 1)), {"test_size": 1.5}, "test_size"),
+        (np.zeros((20, 1)), np.zeros((20, 1)), {"test_size": 5}, "test_size"),
+    ],
+)
+def test_affine_r2_errors(true, learned, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        affine_r2(true, learned, **kwargs)
+
+
+# --- mcc -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["pearson", "spearman"])
+def test_mcc_is_one_for_permutation_scaling_and_sign_flip(rng, method):
+    z = rng.normal(size=(500, 4))
+    learned = z[:, [2, 0, 3, 1]] * np.array([2.0, -3.0, 0.5, -1.0]) + 7.0
+    assert mcc(z, learned, method=method) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_mcc_hand_computed_2x2():
+    true = np.column_stack([A, B])
+    # Every entry of |corr| is 1/sqrt(2) for a 45-degree rotation.
+    assert mcc(true, np.column_stack([A + B, A - B])) == pytest.approx(1 / np.sqrt(2))
+    # |corr| = [[1, 1/sqrt(2)], [0, 1/sqrt(2)]]: the best matching is the diagonal.
+    expected = (1 + 1 / np.sqrt(2)) / 2
+    assert mcc(true, np.column_stack([A, A + B])) == pytest.approx(expected)
+
+
+def test_mcc_spearman_is_invariant_to_monotone_maps_but_pearson_is_not(rng):
+    z = rng.normal(size=(1000, 3))
+    learned = np.exp(2 * z[:, [1, 2, 0]])
+    assert mcc(z, learned, method="spearman") == pytest.approx(1.0, abs=1e-12)
+    assert mcc(z, learned, method="pearson") < 0.9
+
+
+def test_mcc_rectangular_matches_each_true_column_to_its_own_learned_column():
+    true = np.column_stack([A, B])
+    # Column A would be the best match for both true columns; B must take A + B instead.
+    square = np.column_stack([A + B, A])
+    assert mcc(true, square) == pytest.approx((1 + 1 / np.sqrt(2)) / 2)
+    # An extra learned column equal to B lets both true columns be matched perfectly.
+    assert mcc(true, np.column_stack([A + B, A, -2 * B])) == pytest.approx(1.0)
+
+
+def test_mcc_counts_constant_learned_columns_as_uncorrelated():
+    true = np.column_stack([A, B])
+    # 0.1 is not exactly representable: the column must still count as constant.
+    assert mcc(true, np.column_stack([A, np.full(4, 0.1)])) == pytest.approx(0.5)
+
+
+def test_mcc_accepts_one_dimensional_inputs(rng):
+    z = rng.normal(size=100)
+    assert mcc(z, -z) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("true", "learned", "kwargs", "match"),
+    [
+        (np.ones((10, 3)), np.ones((10, 2)), {}, "at least as many columns as true"),
+        (np.column_stack([A, np.ones(4)]), np.ones((4, 2)), {}, "true has constant columns"),
+        (np.column_stack([A, B]), np.column_stack([A, B]), {"method": "kendall"}, "method"),
+        (np.zeros((10, 2)), np.zeros((8, 2)), {}, "true has 10, learned has 8 rows"),
+        (np.zeros((2, 1)), np.zeros((2, 1)), {}, "at least 3 rows"),
+        (np.full((10, 1), np.nan), np.zeros((10, 1)), {}, "true contains NaN"),
+    ],
+)
+def test_mcc_errors(true, learned, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        mcc(true, learned, **kwargs)
+
+
+# --- random_rotation_floor -------------------------------------------------------------
+
+
+def test_random_rotation_floor_at_four_dimensions(rng):
+    z = rng.normal(size=(2000, 4))
+    floor = random_rotation_floor(z, n_repeats=30)
+    assert 0.6 < floor < 0.9
+    # Component recovery (a permutation) sits well above the floor.
+    assert mcc(z, z[:, ::-1]) > floor + 0.05
+
+
+def test_random_rotation_floor_is_one_in_one_dimension(rng):
+    assert random_rotation_floor(rng.normal(size=(100, 1))) == pytest.approx(1.0)
+
+
+def test_random_rotation_floor_decreases_with_dimension(rng):
+    floors = [random_rotation_floor(rng.normal(size=(1000, d)), n_repeats=20) for d in (2, 8)]
+    assert floors[0] > floors[1]
+
+
+def test_random_rotation_floor_is_reproducible(rng):
+    z = rng.normal(size=(300, 3))
+    assert random_rotation_floor(z, random_state=3) == random_rotation_floor(z, random_state=3)
+    assert random_rotation_floor(z, random_state=3) != random_rotation_floor(z, random_state=4)
+
+
+@pytest.mark.parametrize("n_repeats", [0, 2.5, True])
+def test_random_rotation_floor_rejects_bad_repeats(n_repeats):
+    with pytest.raises(ValueError, match="n_repeats"):
+        random_rotation_floor(np.column_stack([A, B]), n_repeats=n_repeats)
+
+
+# --- leakage ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def latents(rng):
+    n = 2000
+    is_perturbed = np.arange(n) >= 600
+    background = rng.normal(size=(n, 4))
+    salient = rng.normal(size=(n, 4)) * is_perturbed[:, None]
+    return background, salient, is_perturbed
+
+
+def test_leakage_detects_salient_signal_in_background(rng, latents):
+    background, salient, is_perturbed = latents
+    mixing = rng.normal(size=(8, 8)) + 3 * np.eye(8)
+    leaky_background = np.hstack([background, salient]) @ mixing
+    scores = leakage(
+        background, salient, leaky_background, salient @ rng.normal(size=(4, 4)), is_perturbed
+    )
+    assert scores["salient_from_background"] > 0.99
+    assert abs(scores["background_from_salient"]) < 0.05
+    assert scores["control_salient_norm"] == 0.0
+
+
+def test_leakage_is_near_zero_for_separated_blocks(rng, latents):
+    background, salient, is_perturbed = latents
+    scores = leakage(
+        background,
+        salient,
+        background @ rng.normal(size=(4, 4)),
+        salient @ rng.normal(size=(4, 4)),
+        is_perturbed,
+    )
+    assert set(scores) == {
+        "salient_from_background",
+        "background_from_salient",
+        "control_salient_norm",
+    }
+    assert abs(scores["salient_from_background"]) < 0.05
+    assert abs(scores["background_from_salient"]) < 0.05
+
+
+def test_leakage_detects_background_signal_in_salient(rng, latents):
+    background, salient, is_perturbed = latents
+    scores = leakage(background, salient, background, salient + background, is_perturbed)
+    # Half the variance of salient + background comes from the background, but an affine
+    # map cannot separate the two: R^2 of each background column is 1/2.
+    assert scores["background_from_salient"] == pytest.approx(0.5, abs=0.05)
+
+
+def test_leakage_control_salient_norm_hand_computed(rng, latents):
+    background, salient, is_perturbed = latents
+    # Controls: norm 0.5; perturbed cells alternate norms 5 and 2, mean 3.5.
+    learned_salient = np.tile([0.3, 0.4], (len(is_perturbed), 1))
+    n_perturbed = int(is_perturbed.sum())
+    learned_salient[is_perturbed] = np.tile([[3.0, 4.0], [0.0, 2.0]], (n_perturbed // 2, 1))
+    scores = leakage(background, salient, background, learned_salient, is_perturbed)
+    assert scores["control_salient_norm"] == pytest.approx(0.5 / 3.5)
+
+
+def test_leakage_errors(latents):
+    background, salient, is_perturbed = latents
+    with pytest.raises(ValueError, match="is_perturbed must be a 1-D boolean array"):
+        leakage(background, salient, background, salient, is_perturbed.astype(int))
+    with pytest.raises(ValueError, match="both perturbed"):
+        leakage(background, salient, background, salient, np.ones(len(background), bool))
+    with pytest.raises(ValueError, match="is_perturbed has 10 rows"):
+        leakage(background, salient, background, salient, is_perturbed[:10])
+    with pytest.raises(ValueError, match="learned_salient is zero on every perturbed cell"):
+        leakage(background, salient, background, np.zeros_like(salient), is_perturbed)

@@ -1,0 +1,206 @@
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pytest
+from scipy import sparse
+
+from compvi.data import simulate_screen
+
+
+def _log_profiles(adata: ad.AnnData) -> np.ndarray:
+    x = adata.X.toarray()
+    return np.log1p(x / x.sum(axis=1, keepdims=True) * 1e4)
+
+
+def _mean_profile_distance(profiles: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(profiles[a].mean(axis=0) - profiles[b].mean(axis=0)))
+
+
+@pytest.fixture(scope="module")
+def adata() -> ad.AnnData:
+    return simulate_screen(2000, 200, n_perturbations=3, seed=0)
+
+
+def test_shapes_and_dtypes(adata):
+    assert adata.shape == (2000, 200)
+    assert sparse.issparse(adata.X) and adata.X.format == "csr"
+    assert adata.X.dtype == np.float32
+    counts = adata.X.toarray()
+    assert (counts >= 0).all()
+    np.testing.assert_array_equal(counts, np.round(counts))
+    assert counts.sum() > 0
+    assert adata.obs_names[0] == "cell_0" and adata.obs_names[-1] == "cell_1999"
+    assert adata.var_names[0] == "gene_0" and adata.var_names[-1] == "gene_199"
+    for key, dim in (("true_background", 4), ("true_salient", 4)):
+        assert adata.obsm[key].shape == (2000, dim)
+        assert adata.obsm[key].dtype == np.float32
+    np.testing.assert_allclose(adata.obs["library_size"], counts.sum(axis=1))
+    assert "batch" not in adata.obs
+
+
+def test_library_size_mean(adata):
+    # The observed totals average the drawn library sizes, whose mean is mean_library_size.
+    assert adata.obs["library_size"].mean() == pytest.approx(2000.0, rel=0.03)
+
+
+def test_conditions(adata):
+    condition = adata.obs["condition"]
+    assert condition.dtype == "category"
+    assert condition.cat.categories.tolist() == ["control", "P1", "P2", "P3"]
+    counts = condition.value_counts()
+    assert counts["control"] == 600
+    perturbation_counts = counts[["P1", "P2", "P3"]]
+    assert perturbation_counts.sum() == 1400
+    assert perturbation_counts.max() - perturbation_counts.min() <= 1
+    # Conditions are shuffled over the cells rather than laid out in blocks.
+    assert (condition.iloc[:600] == "control").mean() < 0.5
+
+
+def test_every_perturbation_gets_a_cell():
+    adata = simulate_screen(10, 5, n_perturbations=7, control_fraction=0.3)
+    counts = adata.obs["condition"].value_counts()
+    assert (counts > 0).all() and counts["control"] == 3
+
+
+def test_salient_zero_exactly_on_controls_and_null_perturbations():
+    adata = simulate_screen(600, 50, n_perturbations=3, perturbation_strength=[1.0, 0.0, 2.0])
+    salient = adata.obsm["true_salient"]
+    condition = adata.obs["condition"].to_numpy()
+    zero_rows = (salient == 0).all(axis=1)
+    np.testing.assert_array_equal(zero_rows, np.isin(condition, ["control", "P2"]))
+    # Non-null perturbations give full-rank salient variation over their cells.
+    assert np.linalg.matrix_rank(salient[np.isin(condition, ["P1", "P3"])]) == 4
+    assert adata.uns["simulation"]["perturbation_strength"] == [1.0, 0.0, 2.0]
+
+
+def test_strength_scales_salient_latent():
+    weak = simulate_screen(300, 20, perturbation_strength=1.0, seed=3).obsm["true_salient"]
+    strong = simulate_screen(300, 20, perturbation_strength=2.5, seed=3).obsm["true_salient"]
+    np.testing.assert_allclose(strong, 2.5 * weak, rtol=1e-6)
+
+
+def test_background_is_standard_normal(adata):
+    background = adata.obsm["true_background"]
+    np.testing.assert_allclose(background.mean(axis=0), 0, atol=0.1)
+    np.testing.assert_allclose(np.cov(background.T), np.eye(4), atol=0.1)
+
+
+def test_reproducible_with_seed():
+    first = simulate_screen(300, 30, n_batches=2, seed=7)
+    second = simulate_screen(300, 30, n_batches=2, seed=7)
+    np.testing.assert_array_equal(first.X.toarray(), second.X.toarray())
+    for key in ("true_background", "true_salient"):
+        np.testing.assert_array_equal(first.obsm[key], second.obsm[key])
+    assert first.obs.equals(second.obs)
+
+
+def test_seeds_differ():
+    first = simulate_screen(300, 30, seed=1)
+    second = simulate_screen(300, 30, seed=2)
+    assert not np.array_equal(first.X.toarray(), second.X.toarray())
+    assert not np.array_equal(first.obsm["true_background"], second.obsm["true_background"])
+    assert not first.obs["condition"].equals(second.obs["condition"])
+
+
+@pytest.mark.parametrize("mixing", ["linear", "tanh"])
+def test_mixings_share_latents_but_not_counts(adata, mixing):
+    other = simulate_screen(2000, 200, n_perturbations=3, mixing=mixing, seed=0)
+    for key in ("true_background", "true_salient"):
+        np.testing.assert_array_equal(other.obsm[key], adata.obsm[key])
+    assert not np.array_equal(other.X.toarray(), adata.X.toarray())
+    assert other.uns["simulation"]["mixing"] == mixing
+
+
+def test_batches():
+    adata = simulate_screen(3000, 100, n_batches=3, seed=0)
+    batch = adata.obs["batch"]
+    assert batch.dtype == "category"
+    assert batch.cat.categories.tolist() == ["batch_0", "batch_1", "batch_2"]
+    assert (batch.value_counts() > 900).all()
+    # Batches are assigned independently of the condition.
+    control_share = (adata.obs["condition"] == "control").groupby(batch, observed=True).mean()
+    np.testing.assert_allclose(control_share, 0.3, atol=0.05)
+    # Batch offsets shift expression: two batches differ more than two halves of one batch.
+    profiles = _log_profiles(adata)
+    in_0 = np.flatnonzero(batch == "batch_0")
+    between = _mean_profile_distance(profiles, in_0, np.flatnonzero(batch == "batch_1"))
+    assert between > 3 * _mean_profile_distance(profiles, in_0[::2], in_0[1::2])
+
+
+def test_salient_latent_changes_expression():
+    adata = simulate_screen(2000, 200, n_perturbations=2, perturbation_strength=[1.0, 0.0], seed=0)
+    profiles = _log_profiles(adata)
+    condition = adata.obs["condition"].to_numpy()
+    control = np.flatnonzero(condition == "control")
+    noise = _mean_profile_distance(profiles, control[::2], control[1::2])
+    effect = _mean_profile_distance(profiles, condition == "P1", condition == "control")
+    assert effect > 3 * noise
+    # A null perturbation is indistinguishable from controls.
+    null_effect = _mean_profile_distance(profiles, condition == "P2", condition == "control")
+    assert null_effect < 2 * noise
+
+
+def test_background_latent_changes_expression(adata):
+    # On control cells only the background varies; it should explain a good share of the
+    # expression variance, far more than the same latent with its rows shuffled.
+    control = (adata.obs["condition"] == "control").to_numpy()
+    profiles = _log_profiles(adata)[control]
+    background = adata.obsm["true_background"][control]
+
+    def r2(design: np.ndarray) -> float:
+        design = np.hstack([design, np.ones((len(design), 1))])
+        coef, *_ = np.linalg.lstsq(design, profiles, rcond=None)
+        residual = ((profiles - design @ coef) ** 2).sum()
+        return 1 - residual / ((profiles - profiles.mean(axis=0)) ** 2).sum()
+
+    shuffled = np.random.default_rng(0).permutation(background)
+    assert r2(background) > 0.2
+    assert r2(background) > 10 * r2(shuffled)
+
+
+def test_parameters_round_trip_through_h5ad(adata, tmp_path):
+    path = tmp_path / "screen.h5ad"
+    adata.write_h5ad(path)
+    read = ad.read_h5ad(path)
+    params = read.uns["simulation"]
+    assert params["n_cells"] == 2000 and params["mixing"] == "leaky_relu"
+    np.testing.assert_allclose(params["perturbation_strength"], [1.0, 1.0, 1.0])
+    assert read.obs["condition"].cat.categories.tolist() == ["control", "P1", "P2", "P3"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_cells": 0}, "n_cells"),
+        ({"n_cells": 10.0}, "n_cells"),
+        ({"n_genes": -5}, "n_genes"),
+        ({"n_perturbations": 0}, "n_perturbations"),
+        ({"n_background_latent": 0}, "n_background_latent"),
+        ({"n_salient_latent": True}, "n_salient_latent"),
+        ({"n_hidden": 0}, "n_hidden"),
+        ({"n_batches": 0}, "n_batches"),
+        ({"control_fraction": 0.0}, "control_fraction"),
+        ({"control_fraction": 1.0}, "control_fraction"),
+        ({"control_fraction": float("nan")}, "control_fraction"),
+        ({"perturbation_strength": [1.0, 1.0]}, "perturbation_strength"),
+        ({"perturbation_strength": -1.0}, "perturbation_strength"),
+        ({"perturbation_strength": [1.0, np.inf, 1.0]}, "perturbation_strength"),
+        ({"perturbation_strength": "strong"}, "perturbation_strength"),
+        ({"mixing": "relu"}, "mixing"),
+        ({"dispersion": 0.0}, "dispersion"),
+        ({"mean_library_size": -1.0}, "mean_library_size"),
+        ({"seed": -1}, "seed"),
+        ({"seed": None}, "seed"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        simulate_screen(**{"n_cells": 100, "n_genes": 10, **kwargs})
+
+
+def test_too_few_cells():
+    with pytest.raises(ValueError, match="n_cells=3 is too small"):
+        simulate_screen(3, 10, n_perturbations=3, control_fraction=0.3)
+    with pytest.raises(ValueError, match="at least one control cell"):
+        simulate_screen(3, 10, n_perturbations=1, control_fraction=0.1)
