@@ -28,8 +28,9 @@ def fit(adata, *, max_epochs=3, setup=None, model=None, **train_kwargs):
     compvi.ComparativeVI.setup_anndata(
         adata, condition_key="condition", control_category="control", **(setup or {})
     )
-    vi = compvi.ComparativeVI(adata, n_background_latent=4, n_salient_latent=4, n_hidden=32,
-                              **(model or {}))
+    vi = compvi.ComparativeVI(
+        adata, n_background_latent=4, n_salient_latent=4, n_hidden=32, **(model or {})
+    )
     train_kwargs.setdefault("batch_size", 64)
     vi.train(max_epochs=max_epochs, enable_progress_bar=False, **train_kwargs)
     return vi

@@ -143,7 +143,7 @@ def test_non_integer_counts_warn_and_log_normalized_data_is_refused(screen):
     lognorm.X = lognorm.X.log1p()
     with pytest.warns(UserWarning, match="count data"):
         setup(lognorm)
-    with pytest.raises(ValueError, match="looks log-normalized.*layer='counts'"):
+    with pytest.raises(ValueError, match=r"looks log-normalized.*layer='counts'"):
         compvi.ComparativeVI(lognorm, gene_likelihood="nb")
 
 

@@ -34,6 +34,7 @@ class PairedDataLoader:
         Load sparse count matrices as sparse tensors (densified on the module's device).
     **loader_kwargs
         Passed to :class:`scvi.dataloaders.AnnDataLoader`.
+
     """
 
     def __init__(

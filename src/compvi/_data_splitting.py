@@ -41,6 +41,7 @@ class ComparativeDataSplitter(pl.LightningDataModule):
         Load sparse count matrices as sparse tensors.
     **loader_kwargs
         Passed to :class:`~compvi._data_loading.PairedDataLoader` (``batch_size`` etc.).
+
     """
 
     def __init__(

@@ -31,6 +31,7 @@ def recovery_table(adata: AnnData, *, salient_key: str, background_key: str) -> 
     One row per measure: affine R² of each block (higher is better), leakage R² across
     blocks (lower is better), and the salient-space MCC, each beside the same measure for
     PCA of log counts (a floor for R²) or a random rotation of the truth (a floor for MCC).
+
     """
     perturbed = (adata.obsm["true_salient"] != 0).any(axis=1)
     true_b, true_s = adata.obsm["true_background"], adata.obsm["true_salient"]
@@ -87,6 +88,7 @@ def run_demo(
     Returns
     -------
     The recovery table of :func:`recovery_table`.
+
     """
     import scanpy as sc
     import scvi

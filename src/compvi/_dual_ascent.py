@@ -24,6 +24,7 @@ class DualAscentMultiplier(torch.nn.Module):
         The constraint level :math:`\varepsilon \ge 0`.
     lr
         Dual step size :math:`\eta > 0`.
+
     """
 
     def __init__(self, bound: float, lr: float) -> None:
@@ -39,7 +40,7 @@ class DualAscentMultiplier(torch.nn.Module):
         self.register_buffer("value", torch.zeros(()))
 
     def penalty(self, measure: torch.Tensor) -> torch.Tensor:
-        """Lagrangian term :math:`\\lambda (R - \\varepsilon)` for the current multiplier."""
+        r"""Lagrangian term :math:`\lambda (R - \varepsilon)` for the current multiplier."""
         # A copy, so that the in-place dual step after the forward pass leaves the autograd
         # graph of this step intact.
         return self.value.clone() * (measure - self.bound)

@@ -28,6 +28,7 @@ def min_norm_weight(grad_first: torch.Tensor, grad_second: torch.Tensor) -> torc
     -------
     A 0-d tensor :math:`\alpha^*` in :math:`[0, 1]`; the second objective gets weight
     :math:`1 - \alpha^*`. Equal gradients give :math:`\alpha^* = 0.5`.
+
     """
     if grad_first.shape != grad_second.shape:
         raise ValueError(

@@ -19,6 +19,7 @@ from scvi.data.fields import (
 )
 from scvi.model._utils import _init_library_size, get_max_epochs_heuristic
 from scvi.model.base import BaseModelClass
+from scvi.model.base._save_load import _load_saved_files
 from scvi.train import TrainRunner
 
 from . import _validation
@@ -69,6 +70,7 @@ class ComparativeVI(BaseModelClass):
     >>> adata.obsm["X_compvi_salient"] = model.get_latent_representation()
     >>> adata.obsm["X_compvi_background"] = model.get_latent_representation(
     ...     representation_kind="background")
+
     """
 
     _module_cls = ComparativeVAE
@@ -199,6 +201,7 @@ class ComparativeVI(BaseModelClass):
         ValueError
             A missing control label, no perturbed cells, missing values, empty conditions,
             or counts with NaN, infinite, negative values or all-zero cells.
+
         """
         control_category = _validation.normalize_control_category(control_category)
         _validation.check_counts(adata, layer)
@@ -222,6 +225,34 @@ class ComparativeVI(BaseModelClass):
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
+
+    @classmethod
+    def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs) -> ComparativeVI:
+        """Load a model saved with :meth:`save`, optionally onto a new AnnData.
+
+        Parameters
+        ----------
+        dir_path
+            Folder the model was saved to.
+        adata
+            AnnData to attach; it must have the training genes in the training order.
+            ``None`` uses the AnnData saved with the model.
+        **kwargs
+            Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``,
+            ``device``, ``prefix``, ...).
+
+        Raises
+        ------
+        ValueError
+            ``adata`` has other genes than the model, or the same genes in another order.
+
+        """
+        if adata is not None:
+            _, var_names, _, _ = _load_saved_files(
+                dir_path, load_adata=False, prefix=kwargs.get("prefix"), map_location="cpu"
+            )
+            _validation.check_same_genes(adata, var_names)
+        return super().load(dir_path, adata=adata, **kwargs)
 
     # -------------------------------------------------------------- conditions
     @property
@@ -262,7 +293,7 @@ class ComparativeVI(BaseModelClass):
         plan_kwargs: dict | None = None,
         **trainer_kwargs,
     ) -> None:
-        """Fit the model on paired minibatches of control and perturbed cells.
+        r"""Fit the model on paired minibatches of control and perturbed cells.
 
         Control and perturbed cells come from the registered condition; each minibatch holds
         ``batch_size`` cells of each group. Per-epoch training curves land in
@@ -281,8 +312,8 @@ class ComparativeVI(BaseModelClass):
             combination of their gradients on the decoder's output layer (Sener & Koltun,
             2018); ``"sum"`` adds them.
         leakage_bound
-            The largest leakage :math:`\\varepsilon` allowed: the mean over control cells of
-            :math:`(\\lVert\\mu_s\\rVert^2 + \\operatorname{tr}\\Sigma_s) / d_s`, in units of
+            The largest leakage :math:`\varepsilon` allowed: the mean over control cells of
+            :math:`(\lVert\mu_s\rVert^2 + \operatorname{tr}\Sigma_s) / d_s`, in units of
             the salient prior's variance, so a perturbed cell drawn from the prior has about
             1 and ``0.05`` lets control cells keep about 5% of that. A Lagrange multiplier
             enforces it by dual ascent. ``None`` turns the constraint off.
@@ -310,6 +341,7 @@ class ComparativeVI(BaseModelClass):
             (``lr``, ...). ``n_epochs_kl_warmup`` defaults to a quarter of ``max_epochs``.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer`.
+
         """
         if balancing not in ("mgda", "sum"):
             raise ValueError(f"balancing={balancing!r} is not one of ('mgda', 'sum').")
@@ -389,6 +421,7 @@ class ComparativeVI(BaseModelClass):
         Array of shape ``(n_cells, n_salient_latent)`` or ``(n_cells, n_background_latent)``.
         Control cells get their encoded salient coordinates (near 0 when leakage is low),
         not a hard zero.
+
         """
         if representation_kind not in REPRESENTATION_KINDS:
             raise ValueError(

@@ -61,6 +61,7 @@ class ComparativeVAE(BaseModuleClass):
         Whether registered size factors replace the observed total counts.
     library_log_means, library_log_vars
         Per-batch mean and variance of log library sizes, the prior of a latent library.
+
     """
 
     def __init__(
@@ -151,7 +152,9 @@ class ComparativeVAE(BaseModuleClass):
         if self.n_batch > 1:
             parts.append(F.one_hot(batch_index.reshape(-1).long(), self.n_batch))
         if self.n_cats_per_cov:
-            for column, n_cats in zip(cat_covs.long().unbind(-1), self.n_cats_per_cov, strict=True):
+            for column, n_cats in zip(
+                cat_covs.long().unbind(-1), self.n_cats_per_cov, strict=True
+            ):
                 parts.append(F.one_hot(column, n_cats))
         if self.n_continuous_cov:
             parts.append(cont_covs)

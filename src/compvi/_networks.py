@@ -1,4 +1,4 @@
-"""Neural networks of the comparative VAE: a shared-trunk encoder and a piece-wise affine decoder."""
+"""Networks of the comparative VAE: a shared-trunk encoder and a piece-wise affine decoder."""
 
 from __future__ import annotations
 

@@ -51,6 +51,7 @@ class ComparativeTrainingPlan(TrainingPlan):
         Step size of the dual ascent on :math:`\lambda`, applied every training step.
     **kwargs
         Passed to :class:`scvi.train.TrainingPlan` (``lr``, ``n_epochs_kl_warmup``, ...).
+
     """
 
     def __init__(
@@ -149,5 +150,5 @@ class ComparativeTrainingPlan(TrainingPlan):
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        """Validation metrics on a paired minibatch."""
+        """Log validation metrics on a paired minibatch."""
         super().validation_step(concatenate_sources(batch), batch_idx)

@@ -19,7 +19,7 @@ def matrix_name(layer: str | None) -> str:
 
 
 def get_matrix(adata: AnnData, layer: str | None):
-    """The registered count matrix, with a clear error for an unknown layer."""
+    """Return the registered count matrix, with a clear error for an unknown layer."""
     if layer is None:
         return adata.X
     if layer not in adata.layers:
@@ -152,3 +152,23 @@ def check_covariates(
             raise ValueError(
                 f"adata.obs[{size_factor_key!r}] (size_factor_key) must hold positive numbers."
             )
+
+
+def check_same_genes(adata: AnnData, model_var_names: Sequence[str]) -> None:
+    """Require ``adata.var_names`` to equal the model's genes, in the same order."""
+    model_var_names = pd.Index(np.asarray(model_var_names).astype(str))
+    var_names = adata.var_names.astype(str)
+    if var_names.equals(model_var_names):
+        return
+    missing = model_var_names.difference(var_names)
+    extra = var_names.difference(model_var_names)
+    if missing.empty and extra.empty:
+        raise ValueError(
+            "adata has the model's genes in another order; reorder it first with "
+            "adata = adata[:, model_var_names].copy()."
+        )
+    raise ValueError(
+        f"adata.var_names differ from the genes the model was trained on: "
+        f"{len(missing)} missing (e.g. {list(missing[:5])}), {len(extra)} extra "
+        f"(e.g. {list(extra[:5])}). Subset adata to the training genes, in training order."
+    )

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from compvi._mgda import min_norm_weight
+from compvi._training_plan import _output_layer_gradient
+
+
+def _brute_force(g1, g2):
+    alphas = np.linspace(0, 1, 100_001)
+    norms = [np.linalg.norm(a * g1 + (1 - a) * g2) for a in alphas]
+    return alphas[int(np.argmin(norms))]
+
+
+@pytest.mark.parametrize(
+    ("g1", "g2", "expected"),
+    [
+        ([1.0, 0.0], [0.0, 1.0], 0.5),  # orthogonal, equal norms: midpoint
+        ([1.0, 0.0], [2.0, 0.0], 1.0),  # aligned: all weight on the smaller gradient
+        ([3.0, 0.0], [1.0, 0.0], 0.0),
+        ([1.0, 1.0], [1.0, 1.0], 0.5),  # identical: split evenly
+        ([2.0, 0.0], [0.0, 1.0], 0.2),  # (g2-g1).g2 / |g1-g2|^2 = 1 / 5
+    ],
+)
+def test_closed_form_on_toy_pairs(g1, g2, expected):
+    alpha = min_norm_weight(torch.tensor(g1), torch.tensor(g2))
+    assert alpha.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_matches_brute_force_and_stays_in_unit_interval():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        g1, g2 = rng.normal(size=(2, 7)) * rng.uniform(0.1, 10, size=(2, 1))
+        alpha = min_norm_weight(torch.tensor(g1), torch.tensor(g2)).item()
+        assert 0.0 <= alpha <= 1.0
+        assert alpha == pytest.approx(_brute_force(g1, g2), abs=2e-5)
+
+
+def test_shape_mismatch_raises():
+    with pytest.raises(ValueError, match="same shape"):
+        min_norm_weight(torch.ones(3), torch.ones(4))
+
+
+def test_output_layer_gradient_matches_autograd():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(5, 3)
+    head_input = torch.randn(8, 5)
+    target = torch.randn(8, 3)
+    logits = layer(head_input)
+    loss = ((logits - target) ** 2).sum()
+    (delta,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    loss.backward()
+    expected = torch.cat([layer.weight.grad.T.reshape(-1), layer.bias.grad])
+    torch.testing.assert_close(_output_layer_gradient(delta, head_input), expected)

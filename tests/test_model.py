@@ -1,0 +1,257 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scvi
+import torch
+from conftest import fit
+
+import compvi
+from compvi._constants import REGISTRY_KEYS
+from compvi._data_loading import concatenate_sources
+from compvi._mgda import min_norm_weight
+from compvi._training_plan import ComparativeTrainingPlan
+from compvi.data import simulate_screen
+from compvi.metrics import affine_r2
+
+
+def _history(model, key):
+    return model.history[key].to_numpy(dtype=float).ravel()
+
+
+# ------------------------------------------------------------------ outputs
+def test_latent_shapes_dtypes_and_indices(trained):
+    model, adata = trained
+    salient = model.get_latent_representation()
+    background = model.get_latent_representation(representation_kind="background")
+    assert salient.shape == (adata.n_obs, 4) and background.shape == (adata.n_obs, 4)
+    assert salient.dtype == np.float32 and np.isfinite(salient).all()
+    subset = model.get_latent_representation(indices=[5, 1, 7], batch_size=2)
+    np.testing.assert_allclose(subset, salient[[5, 1, 7]], rtol=1e-5, atol=1e-6)
+    sampled = model.get_latent_representation(give_mean=False)
+    assert not np.allclose(sampled, salient)
+    assert np.corrcoef(sampled.ravel(), salient.ravel())[0, 1] > 0.5
+
+
+def test_unknown_representation_kind_raises(trained):
+    model, _ = trained
+    with pytest.raises(ValueError, match="representation_kind='latent' is not one of"):
+        model.get_latent_representation(representation_kind="latent")
+
+
+def test_controls_sit_near_zero_in_the_salient_space(trained):
+    model, adata = trained
+    salient = model.get_latent_representation()
+    control = (adata.obs["condition"] == "control").to_numpy()
+    control_norm = np.linalg.norm(salient[control], axis=1).mean()
+    perturbed_norm = np.linalg.norm(salient[~control], axis=1).mean()
+    assert control_norm < 0.35 * perturbed_norm
+
+
+# ----------------------------------------------------------------- training
+def test_training_lowers_both_objectives(trained):
+    model, _ = trained
+    for key in ("loss_control_train", "loss_perturbed_train"):
+        curve = _history(model, key)
+        assert len(curve) == 40
+        assert curve[-5:].mean() < curve[:5].mean() - 5
+
+
+def test_mgda_weight_is_logged_in_unit_interval(trained):
+    model, _ = trained
+    alpha = _history(model, "mgda_weight")
+    assert ((alpha >= 0) & (alpha <= 1)).all()
+    assert alpha.std() > 0  # it adapts; a constant 0.5 would mean plain summation
+
+
+def test_multiplier_rises_while_leakage_exceeds_bound_and_leakage_ends_below(trained):
+    model, _ = trained
+    leakage = _history(model, "leakage_train")
+    multiplier = _history(model, "leakage_multiplier")
+    violated = np.flatnonzero(leakage[:-1] > 0.05 * 1.2)
+    assert len(violated) > 5
+    assert (np.diff(multiplier)[violated] > 0).all()
+    assert leakage[0] > 0.5 and leakage[-1] <= 0.05 * 1.1
+
+
+def test_without_the_bound_controls_keep_more_salient_signal(screen):
+    bounded = fit(screen.copy(), max_epochs=25)
+    free = fit(screen.copy(), max_epochs=25, leakage_bound=None)
+    assert "leakage_multiplier" not in free.history
+    assert _history(free, "leakage_train")[-1] > 3 * _history(bounded, "leakage_train")[-1]
+
+
+def test_fixed_weight_mode_and_argument_errors(screen):
+    weighted = fit(screen.copy(), max_epochs=2, leakage_bound=None, leakage_weight=10.0)
+    assert "leakage_multiplier" not in weighted.history
+    with pytest.raises(ValueError, match=r"either leakage_bound .* or leakage_weight"):
+        fit(screen.copy(), max_epochs=1, leakage_weight=1.0)
+    with pytest.raises(ValueError, match="leakage_bound must be >= 0"):
+        fit(screen.copy(), max_epochs=1, leakage_bound=-0.1)
+    with pytest.raises(ValueError, match="balancing='pcgrad'"):
+        fit(screen.copy(), max_epochs=1, balancing="pcgrad")
+
+
+def test_sum_balancing_logs_one_half(screen):
+    model = fit(screen, max_epochs=2, balancing="sum")
+    np.testing.assert_allclose(_history(model, "mgda_weight"), 0.5)
+
+
+def test_plan_mgda_weight_equals_min_norm_of_per_objective_gradients(screen):
+    compvi.ComparativeVI.setup_anndata(
+        screen, condition_key="condition", control_category="control"
+    )
+    model = compvi.ComparativeVI(screen, n_hidden=16, dropout_rate=0.0)
+    plan = ComparativeTrainingPlan(model.module)
+    splitter = model._data_splitter_cls(
+        model.adata_manager,
+        np.flatnonzero(~model._is_perturbed(model.adata_manager)),
+        np.flatnonzero(model._is_perturbed(model.adata_manager)),
+        batch_size=32,
+    )
+    splitter.setup()
+    tensors = concatenate_sources(next(iter(splitter.train_dataloader())))
+    inference, generative, loss_output = model.module(tensors)
+    alpha = plan._mgda_weight(loss_output, generative, inference["perturbed"])
+
+    layer = model.module.decoder.logits
+    grads = []
+    for key in ("loss_control", "loss_perturbed"):
+        weight, bias = torch.autograd.grad(
+            loss_output.extra_metrics[key], [layer.weight, layer.bias], retain_graph=True
+        )
+        grads.append(torch.cat([weight.T.reshape(-1), bias]))
+    torch.testing.assert_close(alpha, min_norm_weight(*grads))
+    assert 0 < alpha.item() < 1
+
+
+def test_non_finite_loss_stops_training_naming_the_term(screen):
+    compvi.ComparativeVI.setup_anndata(
+        screen, condition_key="condition", control_category="control"
+    )
+    model = compvi.ComparativeVI(screen, n_hidden=16)
+    with torch.no_grad():
+        model.module.px_r.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="reconstruction_loss of control cells = nan"):
+        model.train(max_epochs=1, enable_progress_bar=False)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"gene_likelihood": "zinb"},
+        {"gene_likelihood": "poisson"},
+        {"use_observed_lib_size": False},
+    ],
+)
+def test_likelihoods_and_latent_library_train(screen, options):
+    model = fit(screen, max_epochs=3, model=options, setup={"batch_key": "batch"})
+    curve = _history(model, "loss_perturbed_train")
+    assert np.isfinite(curve).all() and curve[-1] < curve[0]
+    assert np.isfinite(model.get_latent_representation()).all()
+
+
+# --------------------------------------------------------------- covariates
+def _encode(module, tensors):
+    outputs = module.inference(**module._get_inference_input(tensors))
+    generative = module.generative(**module._get_generative_input(tensors, outputs))
+    return outputs["qz"].loc, outputs["qs"].loc, generative["px_scale"]
+
+
+@pytest.mark.parametrize(
+    ("setup", "key", "change"),
+    [
+        ({"batch_key": "batch"}, REGISTRY_KEYS.BATCH_KEY, lambda t: 1 - t),
+        (
+            {"categorical_covariate_keys": ["donor"]},
+            REGISTRY_KEYS.CAT_COVS_KEY,
+            lambda t: (t + 1) % 3,
+        ),
+        (
+            {"continuous_covariate_keys": ["percent_mito"]},
+            REGISTRY_KEYS.CONT_COVS_KEY,
+            lambda t: t + 5.0,
+        ),
+    ],
+)
+def test_every_registered_covariate_reaches_encoder_and_decoder(screen, setup, key, change):
+    compvi.ComparativeVI.setup_anndata(
+        screen, condition_key="condition", control_category="control", **setup
+    )
+    model = compvi.ComparativeVI(screen, n_hidden=16)
+    model.module.eval()
+    tensors = next(iter(model._make_data_loader(screen, indices=np.arange(32))))
+    changed = {**tensors, key: change(tensors[key])}
+    with torch.no_grad():
+        original, altered = _encode(model.module, tensors), _encode(model.module, changed)
+    for before, after in zip(original, altered, strict=True):
+        assert (before - after).abs().max() > 1e-4
+
+
+def test_size_factors_set_the_library(screen):
+    screen.obs["sf"] = np.linspace(0.5, 2.0, screen.n_obs)
+    compvi.ComparativeVI.setup_anndata(
+        screen, condition_key="condition", control_category="control", size_factor_key="sf"
+    )
+    model = compvi.ComparativeVI(screen, n_hidden=16)
+    tensors = next(iter(model._make_data_loader(screen, indices=np.arange(10))))
+    outputs = model.module.inference(**model.module._get_inference_input(tensors))
+    np.testing.assert_allclose(
+        outputs["library"].numpy().ravel(), np.log(screen.obs["sf"].to_numpy()[:10]), rtol=1e-6
+    )
+
+
+# --------------------------------------------------------- persistence, seed
+def test_save_load_round_trip_gives_identical_latents(trained, tmp_path):
+    model, adata = trained
+    model.save(tmp_path / "model", save_anndata=False)
+    loaded = compvi.ComparativeVI.load(tmp_path / "model", adata=adata)
+    for kind in ("salient", "background"):
+        np.testing.assert_array_equal(
+            loaded.get_latent_representation(representation_kind=kind),
+            model.get_latent_representation(representation_kind=kind),
+        )
+    assert loaded.control_categories == ["control"]
+
+
+def test_loading_onto_other_genes_raises(trained, tmp_path):
+    model, adata = trained
+    model.save(tmp_path / "model", save_anndata=False)
+    reordered = adata[:, ::-1].copy()
+    with pytest.raises(ValueError, match="another order"):
+        compvi.ComparativeVI.load(tmp_path / "model", adata=reordered)
+    fewer = adata[:, 3:].copy()
+    with pytest.raises(ValueError, match=r"3 missing \(e.g. \['gene_0', 'gene_1', 'gene_2'\]\)"):
+        compvi.ComparativeVI.load(tmp_path / "model", adata=fewer)
+
+
+def test_seeded_runs_are_reproducible(screen):
+    latents = []
+    for _ in range(2):
+        scvi.settings.seed = 7
+        latents.append(fit(screen.copy(), max_epochs=3).get_latent_representation())
+    np.testing.assert_array_equal(*latents)
+
+
+@pytest.mark.slow
+def test_training_recovers_both_blocks_better_than_an_untrained_model():
+    adata = simulate_screen(n_cells=1500, n_genes=100, seed=3)
+    compvi.ComparativeVI.setup_anndata(
+        adata, condition_key="condition", control_category="control"
+    )
+    model = compvi.ComparativeVI(adata, n_background_latent=4, n_salient_latent=4)
+    perturbed = (adata.obs["condition"] != "control").to_numpy()
+
+    def scores():
+        salient = model.get_latent_representation()
+        background = model.get_latent_representation(representation_kind="background")
+        return (
+            affine_r2(adata.obsm["true_background"], background),
+            affine_r2(adata.obsm["true_salient"][perturbed], salient[perturbed]),
+        )
+
+    untrained = scores()
+    model.train(max_epochs=80, enable_progress_bar=False)
+    trained_scores = scores()
+    assert trained_scores[0] > untrained[0] + 0.3 and trained_scores[0] > 0.7
+    assert trained_scores[1] > untrained[1] + 0.3 and trained_scores[1] > 0.7
