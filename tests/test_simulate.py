@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from compvi.data import simulate_screen
+from compvi.data import SETTINGS, simulate_screen, simulate_setting
 
 
 def _log_profiles(adata: ad.AnnData) -> np.ndarray:
@@ -204,3 +204,30 @@ def test_too_few_cells():
         simulate_screen(3, 10, n_perturbations=3, control_fraction=0.3)
     with pytest.raises(ValueError, match="at least one control cell"):
         simulate_screen(3, 10, n_perturbations=1, control_fraction=0.1)
+
+
+# --------------------------------------------------------------- named settings
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_named_settings_simulate_what_they_describe(name):
+    adata = simulate_setting(name, n_cells=300, n_genes=30, seed=4)
+    setting = SETTINGS[name]
+    assert adata.uns["simulation"]["setting"] == name
+    assert adata.uns["simulation"]["mixing"] == setting.simulation["mixing"]
+    assert adata.obsm["true_background"].shape[1] >= 4
+    assert adata.obsm["true_salient"].shape[1] >= 4
+    assert setting.piecewise_affine == (setting.simulation["mixing"] != "tanh")
+
+
+def test_graded_screen_has_null_perturbations():
+    adata = simulate_setting("graded_screen", n_cells=600, n_genes=30)
+    salient = adata.obsm["true_salient"]
+    for label in ("P5", "P6"):
+        assert (salient[(adata.obs["condition"] == label).to_numpy()] == 0).all()
+    strong = np.linalg.norm(salient[(adata.obs["condition"] == "P1").to_numpy()], axis=1)
+    weak = np.linalg.norm(salient[(adata.obs["condition"] == "P4").to_numpy()], axis=1)
+    assert strong.mean() > 2 * weak.mean()
+
+
+def test_unknown_setting_raises():
+    with pytest.raises(ValueError, match="Unknown setting 'tanh'"):
+        simulate_setting("tanh")

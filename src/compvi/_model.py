@@ -280,6 +280,7 @@ class ComparativeVI(BaseModelClass):
         batch_size: int = 128,
         balancing: Literal["mgda", "sum"] = "mgda",
         leakage_bound: float | None = 0.05,
+        dependence_bound: float | None = 0.002,
         leakage_weight: float | None = None,
         multiplier_lr: float = 1.0,
         accelerator: str = "auto",
@@ -297,9 +298,10 @@ class ComparativeVI(BaseModelClass):
 
         Control and perturbed cells come from the registered condition; each minibatch holds
         ``batch_size`` cells of each group. Per-epoch training curves land in
-        :attr:`history`: ``loss_control_train`` and ``loss_perturbed_train`` (mean negative
+        ``model.history``: ``loss_control_train`` and ``loss_perturbed_train`` (mean negative
         ELBO of each group), ``mgda_weight`` (the control objective's weight),
-        ``leakage_train`` and ``leakage_multiplier``.
+        ``leakage_train`` and ``leakage_multiplier``, ``dependence_train`` and
+        ``dependence_multiplier``.
 
         Parameters
         ----------
@@ -317,11 +319,17 @@ class ComparativeVI(BaseModelClass):
             the salient prior's variance, so a perturbed cell drawn from the prior has about
             1 and ``0.05`` lets control cells keep about 5% of that. A Lagrange multiplier
             enforces it by dual ascent. ``None`` turns the constraint off.
+        dependence_bound
+            The largest mean squared Pearson correlation between the background and salient
+            coordinates of perturbed cells, adjusted for the minibatch size so independent
+            spaces give about 0 (the model's priors make the spaces independent), enforced
+            the same way. It keeps surplus latent dimensions from copying one space into the
+            other. ``None`` turns it off.
         leakage_weight
             Fixed penalty weight on the leakage instead of the constraint (an ablation of
             the contrastiveVI kind); needs ``leakage_bound=None``.
         multiplier_lr
-            Dual-ascent step size of the leakage multiplier, per training step.
+            Dual-ascent step size of the multipliers, per training step.
         accelerator, devices
             Lightning accelerator and devices.
         train_size
@@ -335,9 +343,9 @@ class ComparativeVI(BaseModelClass):
         early_stopping
             Stop when the validation ELBO stops improving.
         datasplitter_kwargs
-            More arguments of :class:`~compvi._data_splitting.ComparativeDataSplitter`.
+            More arguments of the data splitter (``ComparativeDataSplitter``).
         plan_kwargs
-            More arguments of :class:`~compvi._training_plan.ComparativeTrainingPlan`
+            More arguments of the training plan (``ComparativeTrainingPlan``)
             (``lr``, ...). ``n_epochs_kl_warmup`` defaults to a quarter of ``max_epochs``.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer`.
@@ -349,6 +357,11 @@ class ComparativeVI(BaseModelClass):
             raise ValueError(
                 f"leakage_bound must be >= 0 or None, got {leakage_bound}. It is the largest "
                 "salient energy per dimension that control cells may keep (e.g. 0.05)."
+            )
+        if dependence_bound is not None and dependence_bound < 0:
+            raise ValueError(
+                f"dependence_bound must be >= 0 or None, got {dependence_bound}. It is the "
+                "largest mean squared correlation between the two spaces (e.g. 0.002)."
             )
         if not isinstance(batch_size, int | np.integer) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
@@ -375,6 +388,7 @@ class ComparativeVI(BaseModelClass):
             balancing=balancing,
             leakage_bound=leakage_bound,
             leakage_weight=leakage_weight,
+            dependence_bound=dependence_bound,
             multiplier_lr=multiplier_lr,
         )
         training_plan = self._training_plan_cls(self.module, **plan_kwargs)

@@ -263,6 +263,26 @@ class ComparativeVAE(BaseModuleClass):
         energy = (qs.loc.pow(2) + qs.scale.pow(2)).sum(-1) / self.n_salient_latent
         return _masked_mean(energy, ~perturbed)
 
+    @staticmethod
+    def dependence(qz: Normal, qs: Normal, perturbed: torch.Tensor) -> torch.Tensor:
+        """Mean squared correlation between background and salient coordinates.
+
+        Pearson correlations between every background and every salient posterior mean over
+        the perturbed cells of the minibatch, squared, adjusted for the minibatch size as
+        adjusted R² is (``1 - (1 - r²)(n - 1)/(n - 2)``, so independent coordinates give
+        about 0 whatever ``n``), and averaged. The model's priors make the two spaces
+        independent; 1 means every salient coordinate is a linear function of every
+        background one.
+        """
+        background, salient = qz.loc[perturbed], qs.loc[perturbed]
+        n = background.shape[0]
+        if n < 3:
+            return background.new_zeros(())
+        background = (background - background.mean(0)) / (background.std(0) + 1e-6)
+        salient = (salient - salient.mean(0)) / (salient.std(0) + 1e-6)
+        squared = (background.T @ salient / (n - 1)).pow(2)
+        return (1 - (1 - squared) * (n - 1) / (n - 2)).mean()
+
     def loss(
         self,
         tensors: dict[str, torch.Tensor],
@@ -315,6 +335,7 @@ class ComparativeVAE(BaseModuleClass):
                 "loss_control": loss_control,
                 "loss_perturbed": loss_perturbed,
                 "leakage": leakage,
+                "dependence": self.dependence(qz, qs, perturbed),
             },
         )
 

@@ -1,4 +1,4 @@
-"""Training plan: MGDA balancing of control and perturbed objectives and a leakage bound."""
+"""Training plan: MGDA balancing of control and perturbed objectives under constraints."""
 
 from __future__ import annotations
 
@@ -23,13 +23,14 @@ class ComparativeTrainingPlan(TrainingPlan):
     r"""Fit a comparative VAE on paired control/perturbed minibatches.
 
     Each step evaluates the mean negative ELBO of the control cells, :math:`L_c`, and of the
-    perturbed cells, :math:`L_p`, and minimizes
+    perturbed cells, :math:`L_p`, and minimizes the Lagrangian
 
     .. math::
 
-        2\,(\alpha L_c + (1 - \alpha) L_p) + \lambda (R - \varepsilon),
+        2\,(\alpha L_c + (1 - \alpha) L_p) + \sum_k \lambda_k (R_k - \varepsilon_k),
 
-    where :math:`R` is the module's leakage (salient signal in control cells).
+    where each :math:`R_k \le \varepsilon_k` is a constraint on the module's measures of
+    how the two latent spaces mix, and each :math:`\lambda_k \ge 0` follows dual ascent.
 
     Parameters
     ----------
@@ -41,14 +42,18 @@ class ComparativeTrainingPlan(TrainingPlan):
         the data; the per-cell gradients at the output come from one extra backward pass
         through the likelihood only. ``"sum"``: :math:`\alpha = 0.5`, the plain sum.
     leakage_bound
-        :math:`\varepsilon`, the largest leakage allowed, in units of the salient prior's
+        Largest leakage (salient signal in control cells), in units of the salient prior's
         variance per dimension (see :meth:`~compvi._module.ComparativeVAE.leakage`).
-        :math:`\lambda` follows dual ascent. ``None`` turns the constraint off.
+        ``None`` turns the constraint off.
+    dependence_bound
+        Largest mean squared correlation between the background and salient coordinates of
+        perturbed cells (see :meth:`~compvi._module.ComparativeVAE.dependence`). ``None``
+        turns the constraint off.
     leakage_weight
-        A fixed penalty weight on :math:`R` instead of the constraint (for ablations); needs
-        ``leakage_bound=None``.
+        A fixed penalty weight on the leakage instead of its constraint (for ablations);
+        needs ``leakage_bound=None``.
     multiplier_lr
-        Step size of the dual ascent on :math:`\lambda`, applied every training step.
+        Step size of the dual ascent on every multiplier, applied every training step.
     **kwargs
         Passed to :class:`scvi.train.TrainingPlan` (``lr``, ``n_epochs_kl_warmup``, ...).
 
@@ -60,6 +65,7 @@ class ComparativeTrainingPlan(TrainingPlan):
         *,
         balancing: Literal["mgda", "sum"] = "mgda",
         leakage_bound: float | None = 0.05,
+        dependence_bound: float | None = 0.002,
         leakage_weight: float | None = None,
         multiplier_lr: float = 1.0,
         **kwargs,
@@ -74,17 +80,25 @@ class ComparativeTrainingPlan(TrainingPlan):
             )
         if leakage_weight is not None and leakage_weight < 0:
             raise ValueError(f"leakage_weight must be >= 0, got {leakage_weight}.")
-        if leakage_bound is not None and leakage_bound < 0:
-            raise ValueError(
-                f"leakage_bound must be >= 0 (a leakage in units of the salient prior's "
-                f"variance), got {leakage_bound}; use None to turn the constraint off."
-            )
+        for name, bound in (
+            ("leakage_bound", leakage_bound),
+            ("dependence_bound", dependence_bound),
+        ):
+            if bound is not None and bound < 0:
+                raise ValueError(
+                    f"{name} must be >= 0, got {bound}; use None to turn the constraint off."
+                )
         self.balancing = balancing
         self.leakage_weight = leakage_weight
-        self.leakage_constraint = (
-            DualAscentMultiplier(leakage_bound, multiplier_lr)
-            if leakage_bound is not None
-            else None
+        self.constraints = torch.nn.ModuleDict(
+            {
+                measure: DualAscentMultiplier(bound, multiplier_lr)
+                for measure, bound in (
+                    ("leakage", leakage_bound),
+                    ("dependence", dependence_bound),
+                )
+                if bound is not None
+            }
         )
 
     def _mgda_weight(
@@ -106,7 +120,7 @@ class ComparativeTrainingPlan(TrainingPlan):
     def _raise_if_not_finite(self, loss: torch.Tensor, loss_output: LossOutput, perturbed):
         if torch.isfinite(loss):
             return
-        terms = {"leakage": loss_output.extra_metrics["leakage"]}
+        terms = {m: loss_output.extra_metrics[m] for m in ("leakage", "dependence")}
         per_cell = {**loss_output.reconstruction_loss, **loss_output.kl_local}
         for name, values in per_cell.items():
             terms[f"{name} of control cells"] = values[~perturbed].mean()
@@ -120,7 +134,7 @@ class ComparativeTrainingPlan(TrainingPlan):
         )
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        """One step on a paired minibatch: balance, constrain, log, update the multiplier."""
+        """One step on a paired minibatch: balance, constrain, log, update the multipliers."""
         if "kl_weight" in self.loss_kwargs:
             self.loss_kwargs.update({"kl_weight": self.kl_weight})
         tensors = concatenate_sources(batch)
@@ -134,18 +148,18 @@ class ComparativeTrainingPlan(TrainingPlan):
         else:
             alpha = torch.full((), 0.5, device=perturbed.device)
         loss = 2 * (alpha * extra["loss_control"] + (1 - alpha) * extra["loss_perturbed"])
-        if self.leakage_constraint is not None:
-            loss = loss + self.leakage_constraint.penalty(extra["leakage"])
-        elif self.leakage_weight:
+        for measure, constraint in self.constraints.items():
+            loss = loss + constraint.penalty(extra[measure])
+        if self.leakage_weight:
             loss = loss + self.leakage_weight * extra["leakage"]
         self._raise_if_not_finite(loss, loss_output, perturbed)
 
         log = {"on_step": self.on_step, "on_epoch": self.on_epoch, "batch_size": len(perturbed)}
         self.log("train_loss", loss, prog_bar=True, **log)
         self.log("mgda_weight", alpha, **log)
-        if self.leakage_constraint is not None:
-            self.log("leakage_multiplier", self.leakage_constraint.value, **log)
-            self.leakage_constraint.step(extra["leakage"])
+        for measure, constraint in self.constraints.items():
+            self.log(f"{measure}_multiplier", constraint.value, **log)
+            constraint.step(extra[measure])
         self.compute_and_log_metrics(loss_output, self.train_metrics, "train")
         return loss
 
