@@ -128,15 +128,8 @@ def fit_pca(
     adata: AnnData, *, n_background_latent: int = 10, n_salient_latent: int = 10, **_
 ) -> Fit:
     """PCA of log1p counts with as many components as both blocks together."""
-    from sklearn.decomposition import TruncatedSVD
-
     start = time.perf_counter()
-    x = adata.X.copy()
-    x.data = np.log1p(x.data)
-    centered = np.asarray(x.todense()) - np.asarray(x.mean(axis=0))
-    latent = TruncatedSVD(
-        n_components=n_background_latent + n_salient_latent, random_state=0
-    ).fit_transform(centered)
+    latent = compvi.metrics.log_counts_pca(adata.X, n_background_latent + n_salient_latent)
     return Fit(latent, latent, time.perf_counter() - start, 0, two_blocks=False)
 
 

@@ -29,7 +29,7 @@ import pandas as pd
 from _methods import block_scores, fit_compvi, fit_contrastivevi, fit_pca, fit_scvi_pooled
 
 from compvi.data import simulate_setting
-from compvi.metrics import random_rotation_floor
+from compvi.metrics import random_rotation_floor, seed_stability
 
 RESULTS = Path(__file__).parent / "results"
 METRICS = [
@@ -39,6 +39,7 @@ METRICS = [
     "leakage R² (b←s)",
     "control salient norm",
     "salient MCC",
+    "salient seed stability",
     "s/epoch",
 ]
 # A penalty weight for the fixed-weight ablation (leakage only, no dependence constraint):
@@ -137,6 +138,7 @@ def _run(job: dict) -> dict:
     return {k: job[k] for k in ("config", "method", "data_seed", "model_seed")} | {
         **job.get("extra", {}),
         **block_scores(adata, fit),
+        "_salient": fit.salient,
     }
 
 
@@ -169,7 +171,7 @@ def run(tier: dict, executor) -> tuple[pd.DataFrame, dict[str, float]]:
             for label in tier["configs"]
             for penalty in CONTRASTIVE_PENALTY_GRID
         ]
-        tuning = pd.DataFrame(_map(executor, tuning_jobs))
+        tuning = pd.DataFrame(_map(executor, tuning_jobs)).drop(columns="_salient")
         tuning["score"] = tuning.apply(_tuning_score, axis=1)
         best = tuning.loc[tuning.groupby("config")["score"].idxmax()]
         tuned = dict(zip(best["config"], best["wasserstein_penalty"], strict=True))
@@ -183,7 +185,26 @@ def run(tier: dict, executor) -> tuple[pd.DataFrame, dict[str, float]]:
                 for model_seed in seeds:
                     job = base | {"config": label, "method": method, "data_seed": data_seed}
                     jobs.append(job | {"model_seed": model_seed, "extra": extra})
-    return pd.DataFrame(_map(executor, jobs)), tuned
+    scores = pd.DataFrame(_map(executor, jobs))
+    scores["salient seed stability"] = _seed_stability(scores)
+    return scores.drop(columns="_salient"), tuned
+
+
+def _seed_stability(scores: pd.DataFrame) -> pd.Series:
+    """Per run, the mean MCC of its salient space with the other model seeds' on its data."""
+    stability = pd.Series(np.nan, index=scores.index)
+    for _, group in scores.groupby(["config", "method", "data_seed"]):
+        if len(group) < 2:
+            continue
+        for index in group.index:
+            others = [i for i in group.index if i != index]
+            stability[index] = np.mean(
+                [
+                    seed_stability(scores.at[index, "_salient"], scores.at[i, "_salient"])
+                    for i in others
+                ]
+            )
+    return stability
 
 
 def rotation_floors(tier: dict) -> pd.Series:

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import matplotlib
 import numpy as np
 import pytest
 import scvi
 
 import compvi
 from compvi.data import simulate_screen
+
+matplotlib.use("Agg")
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compvi.metrics import affine_r2, leakage, mcc, random_rotation_floor
+from compvi.metrics import affine_r2, leakage, mcc, random_rotation_floor, seed_stability
 
 # Two exactly uncorrelated, zero-mean columns of equal variance (1/2), for hand computations.
 A = np.array([1.0, -1.0, 0.0, 0.0])
@@ -242,3 +242,45 @@ def test_leakage_errors(latents):
         leakage(background, salient, background, salient, is_perturbed[:10])
     with pytest.raises(ValueError, match="learned_salient is zero on every perturbed cell"):
         leakage(background, salient, background, np.zeros_like(salient), is_perturbed)
+
+
+# ------------------------------------------------------------------ seed stability
+def test_seed_stability_is_one_for_permuted_rescaled_fits_and_skips_collapsed_axes():
+    rng = np.random.default_rng(3)
+    first = rng.normal(size=(300, 3))
+    second = first[:, [2, 0, 1]] * np.array([-2.0, 0.5, 3.0]) + 1.0
+    assert seed_stability(first, second) == pytest.approx(1.0)
+    collapsed = np.column_stack([first, np.zeros(300)])
+    assert seed_stability(collapsed, second) == pytest.approx(1.0)
+
+
+def test_seed_stability_hand_computed_and_errors():
+    a = np.array([[1.0, 0.0], [2.0, 1.0], [3.0, 0.0], [4.0, 1.0]])
+    b = np.array([[1.0, 1.0], [2.0, 0.0], [3.0, 1.0], [5.0, 0.0]])
+    # col 0 vs col 0: corr of (1,2,3,4) and (1,2,3,5); col 1 vs col 1: corr = -1
+    r00 = np.corrcoef(a[:, 0], b[:, 0])[0, 1]
+    assert seed_stability(a, b) == pytest.approx((abs(r00) + 1.0) / 2)
+    with pytest.raises(ValueError, match="Every column of first is constant"):
+        seed_stability(np.ones((5, 2)), rng_matrix())
+    with pytest.raises(ValueError):
+        seed_stability(a, b[:3])
+
+
+def rng_matrix():
+    return np.random.default_rng(0).normal(size=(5, 2))
+
+
+# ------------------------------------------------------------------ PCA baseline
+def test_log_counts_pca_matches_pca_of_log1p_dense_counts_up_to_sign():
+    from scipy import sparse
+    from sklearn.decomposition import PCA
+
+    from compvi.metrics import log_counts_pca
+
+    counts = np.random.default_rng(0).poisson(3.0, size=(50, 8)).astype(float)
+    expected = PCA(n_components=3).fit_transform(np.log1p(counts))
+    result = log_counts_pca(sparse.csr_matrix(counts), 3)
+    assert result.shape == (50, 3)
+    np.testing.assert_allclose(np.abs(result), np.abs(expected), atol=1e-8)
+    with pytest.raises(ValueError, match="n_components must be between 1 and"):
+        log_counts_pca(counts, 9)

@@ -74,6 +74,14 @@ def test_multiplier_rises_while_leakage_exceeds_bound_and_leakage_ends_below(tra
     assert leakage[0] > 0.5 and leakage[-1] <= 0.05 * 1.1
 
 
+def test_dependence_constraint_is_logged_and_can_be_turned_off(trained, screen):
+    model, _ = trained
+    assert {"dependence_train", "dependence_multiplier"} <= set(model.history)
+    assert (_history(model, "dependence_multiplier") >= 0).all()
+    free = fit(screen, max_epochs=1, dependence_bound=None)
+    assert "dependence_multiplier" not in free.history
+
+
 def test_without_the_bound_controls_keep_more_salient_signal(screen):
     bounded = fit(screen.copy(), max_epochs=25)
     free = fit(screen.copy(), max_epochs=25, leakage_bound=None)
@@ -88,6 +96,8 @@ def test_fixed_weight_mode_and_argument_errors(screen):
         fit(screen.copy(), max_epochs=1, leakage_weight=1.0)
     with pytest.raises(ValueError, match="leakage_bound must be >= 0"):
         fit(screen.copy(), max_epochs=1, leakage_bound=-0.1)
+    with pytest.raises(ValueError, match="dependence_bound must be >= 0"):
+        fit(screen.copy(), max_epochs=1, dependence_bound=-0.1)
     with pytest.raises(ValueError, match="balancing='pcgrad'"):
         fit(screen.copy(), max_epochs=1, balancing="pcgrad")
 
@@ -255,3 +265,17 @@ def test_training_recovers_both_blocks_better_than_an_untrained_model():
     trained_scores = scores()
     assert trained_scores[0] > untrained[0] + 0.3 and trained_scores[0] > 0.7
     assert trained_scores[1] > untrained[1] + 0.3 and trained_scores[1] > 0.7
+
+
+@pytest.mark.parametrize("gene_likelihood", ["nb", "zinb", "poisson"])
+def test_module_samples_counts_of_the_right_shape(screen, gene_likelihood):
+    compvi.ComparativeVI.setup_anndata(
+        screen, condition_key="condition", control_category="control"
+    )
+    model = compvi.ComparativeVI(screen, n_hidden=16, gene_likelihood=gene_likelihood)
+    model.module.eval()
+    tensors = next(iter(model._make_data_loader(screen, indices=np.arange(12))))
+    one = model.module.sample(tensors)
+    many = model.module.sample(tensors, n_samples=3)
+    assert one.shape == (12, screen.n_vars) and many.shape == (3, 12, screen.n_vars)
+    assert (many >= 0).all() and torch.equal(many, many.round())

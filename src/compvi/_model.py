@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import torch
 from anndata import AnnData
 from scvi.data import AnnDataManager
@@ -23,12 +23,15 @@ from scvi.model.base._save_load import _load_saved_files
 from scvi.train import TrainRunner
 
 from . import _validation
-from ._constants import GENE_LIKELIHOODS, REGISTRY_KEYS, REPRESENTATION_KINDS
+from ._constants import (
+    EXPRESSION_KINDS,
+    GENE_LIKELIHOODS,
+    REGISTRY_KEYS,
+    REPRESENTATION_KINDS,
+)
 from ._data_splitting import ComparativeDataSplitter
 from ._module import ComparativeVAE
 from ._training_plan import ComparativeTrainingPlan
-
-logger = logging.getLogger(__name__)
 
 
 class ComparativeVI(BaseModelClass):
@@ -453,3 +456,121 @@ class ComparativeVI(BaseModelClass):
             latent = posterior.loc if give_mean else posterior.sample()
             latents.append(latent.cpu())
         return torch.cat(latents).numpy()
+
+    @torch.inference_mode()
+    def get_normalized_expression(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        *,
+        kind: Literal["full", "background"] = "full",
+        gene_list: Sequence[str] | None = None,
+        library_size: float = 1.0,
+        batch_size: int | None = None,
+        return_numpy: bool = False,
+    ) -> pd.DataFrame | np.ndarray:
+        """Return each cell's expected expression, decoded with or without its salient part.
+
+        Decodes the posterior means of both latents. ``kind="full"`` keeps the salient
+        coordinates of perturbed cells (what the model reconstructs); ``kind="background"``
+        sets them to zero for every cell: the counterfactual "this cell without its
+        perturbation". Control cells decode with zero salient coordinates either way.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the training genes; ``None`` uses the training data.
+        indices
+            Cells to use; ``None`` uses all.
+        kind
+            ``"full"`` or ``"background"``.
+        gene_list
+            Genes to return; ``None`` returns all.
+        library_size
+            Scale of the returned expression: ``1.0`` gives frequencies that sum to 1 over
+            all genes, ``1e4`` counts per 10k.
+        batch_size
+            Cells per minibatch; ``None`` uses ``scvi.settings.batch_size``.
+        return_numpy
+            Return an array instead of a DataFrame.
+
+        Returns
+        -------
+        Cells x genes expression, as a DataFrame indexed by ``obs_names`` with ``var_names``
+        columns unless ``return_numpy``.
+
+        """
+        if kind not in EXPRESSION_KINDS:
+            raise ValueError(f"kind={kind!r} is not one of {EXPRESSION_KINDS}.")
+        adata = self._validate_anndata(adata)
+        genes = adata.var_names if gene_list is None else pd.Index(gene_list)
+        missing = genes.difference(adata.var_names)
+        if len(missing):
+            raise KeyError(f"gene_list has genes not in adata.var_names: {list(missing[:5])}.")
+        gene_mask = adata.var_names.get_indexer(genes)
+        loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
+        expression = []
+        for tensors in loader:
+            inference = self.module.inference(**self.module._get_inference_input(tensors))
+            salient = inference["qs"].loc
+            if kind == "background":
+                salient = torch.zeros_like(salient)
+            generative = self.module.generative(
+                z=inference["qz"].loc,
+                s=salient,
+                library=inference["library"],
+                perturbed=inference["perturbed"],
+                covariates=inference["covariates"],
+            )
+            expression.append((generative["px_scale"][:, gene_mask] * library_size).cpu())
+        values = torch.cat(expression).numpy()
+        if return_numpy:
+            return values
+        obs_names = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
+        return pd.DataFrame(values, index=obs_names, columns=genes)
+
+    def get_salient_effect(
+        self,
+        adata: AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        *,
+        groupby: str | None = None,
+        gene_list: Sequence[str] | None = None,
+        library_size: float = 1e4,
+        batch_size: int | None = None,
+    ) -> pd.DataFrame:
+        """Return what the salient space adds to each cell's expression: full minus background.
+
+        Parameters
+        ----------
+        adata
+            AnnData with the training genes; ``None`` uses the training data.
+        indices
+            Cells to use; ``None`` uses all.
+        groupby
+            Column of ``adata.obs`` (e.g. the condition); if given, the effect is averaged
+            over the cells of each group.
+        gene_list
+            Genes to return; ``None`` returns all.
+        library_size
+            Scale of the expression the difference is taken on (default: per 10k counts).
+        batch_size
+            Cells per minibatch; ``None`` uses ``scvi.settings.batch_size``.
+
+        Returns
+        -------
+        Cells x genes (or groups x genes, with ``groupby``) DataFrame of expression
+        differences; zero for control cells, whose salient part is never decoded.
+
+        """
+        adata = self._validate_anndata(adata)
+        if groupby is not None and groupby not in adata.obs:
+            raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
+        options = {"gene_list": gene_list, "library_size": library_size, "batch_size": batch_size}
+        full = self.get_normalized_expression(adata, indices, kind="full", **options)
+        background = self.get_normalized_expression(adata, indices, kind="background", **options)
+        effect = full - background
+        if groupby is None:
+            return effect
+        groups = adata.obs.loc[effect.index, groupby]
+        return effect.groupby(groups.to_numpy(), sort=False).mean()

@@ -159,6 +159,7 @@ class ComparativeTrainingPlan(TrainingPlan):
         self.log("mgda_weight", alpha, **log)
         for measure, constraint in self.constraints.items():
             self.log(f"{measure}_multiplier", constraint.value, **log)
+            self.log(f"{measure}_bound", constraint.bound, **log)
             constraint.step(extra[measure])
         self.compute_and_log_metrics(loss_output, self.train_metrics, "train")
         return loss

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from ._affine import affine_r2
+from ._baselines import log_counts_pca
 from ._leakage import leakage
 from ._mcc import mcc, random_rotation_floor
+from ._stability import seed_stability
 
-__all__ = ["affine_r2", "leakage", "mcc", "random_rotation_floor"]
+__all__ = [
+    "affine_r2",
+    "leakage",
+    "log_counts_pca",
+    "mcc",
+    "random_rotation_floor",
+    "seed_stability",
+]
