@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import anndata as ad
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -35,3 +36,77 @@ def test_demo_reports_bad_arguments_in_one_line(tmp_path, capsys):
 def test_unknown_command_exits_with_usage():
     with pytest.raises(SystemExit):
         main(["fly"])
+
+
+@pytest.fixture
+def screen_file(tmp_path):
+    from compvi.data import simulate_screen
+
+    path = tmp_path / "screen.h5ad"
+    simulate_screen(n_cells=300, n_genes=40, n_batches=2, seed=5).write_h5ad(path)
+    return path
+
+
+def test_fit_writes_embeddings_and_a_loadable_model(screen_file, tmp_path, capsys):
+    out, model_dir = tmp_path / "fitted.h5ad", tmp_path / "model"
+    argv = [
+        "fit",
+        str(screen_file),
+        "--condition-key",
+        "condition",
+        "--control",
+        "control",
+        "--batch-key",
+        "batch",
+        "--max-epochs",
+        "2",
+        "--out",
+        str(out),
+        "--model-dir",
+        str(model_dir),
+    ]
+    assert main(argv) == 0
+    assert "Wrote 300 cells" in capsys.readouterr().out
+    fitted = ad.read_h5ad(out)
+    assert fitted.obsm["X_compvi_salient"].shape == (300, 10)
+    assert fitted.obsm["X_compvi_background"].shape == (300, 10)
+    norms = np.linalg.norm(fitted.obsm["X_compvi_salient"], axis=1)
+    np.testing.assert_allclose(fitted.obs["compvi_salient_norm"], norms, rtol=1e-5)
+    import compvi
+
+    loaded = compvi.ComparativeVI.load(model_dir, adata=fitted)
+    np.testing.assert_allclose(
+        loaded.get_latent_representation(), fitted.obsm["X_compvi_salient"], rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--condition-key", "perturbation", "--control", "control"], "condition_key="),
+        (["--condition-key", "condition", "--control", "NT"], "not found"),
+    ],
+)
+def test_fit_reports_bad_input_in_one_line_and_writes_nothing(
+    screen_file, tmp_path, capsys, extra, message
+):
+    out = tmp_path / "fitted.h5ad"
+    assert main(["fit", str(screen_file), *extra, "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("compvi fit:") and message in error and "\n" not in error
+    assert not out.exists() and not list(tmp_path.glob(".fitted*"))
+
+
+def test_fit_reports_a_missing_input_file(tmp_path, capsys):
+    argv = [
+        "fit",
+        str(tmp_path / "nope.h5ad"),
+        "--condition-key",
+        "c",
+        "--control",
+        "x",
+        "--out",
+        str(tmp_path / "o.h5ad"),
+    ]
+    assert main(argv) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Command-line entry point: ``compvi demo``."""
+"""Command-line entry points: ``compvi demo`` and ``compvi fit``."""
 
 from __future__ import annotations
 
@@ -18,28 +18,65 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--n-genes", type=int, default=300, help="default: %(default)s")
     demo.add_argument("--max-epochs", type=int, default=100, help="default: %(default)s")
     demo.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    fit = commands.add_parser(
+        "fit", help="fit ComparativeVI to an h5ad file and write the embeddings"
+    )
+    fit.add_argument("input", help="h5ad file with raw counts")
+    fit.add_argument("--condition-key", required=True, help="obs column with the condition")
+    fit.add_argument(
+        "--control", required=True, action="append", help="control label (repeat for several)"
+    )
+    fit.add_argument("--batch-key", help="obs column with batches")
+    fit.add_argument("--layer", help="layer with raw counts (default: X)")
+    fit.add_argument("--max-epochs", type=int, help="default: scvi-tools' heuristic")
+    fit.add_argument("--out", required=True, help="output .h5ad file")
+    fit.add_argument("--model-dir", help="folder to save the trained model to")
     return parser
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from ._demo import run_demo
+
+    table = run_demo(
+        args.out,
+        n_cells=args.n_cells,
+        n_genes=args.n_genes,
+        max_epochs=args.max_epochs,
+        seed=args.seed,
+    )
+    print("\nRecovery of the simulated latents (higher R² and MCC are better, leakage lower):")
+    print(table.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"))
+    print(f"\nWrote {args.out}/screen.h5ad, salient_umap.png, recovery.csv and model/.")
+
+
+def _fit(args: argparse.Namespace) -> None:
+    from ._fit import fit_h5ad
+
+    adata = fit_h5ad(
+        args.input,
+        args.out,
+        condition_key=args.condition_key,
+        control_category=args.control,
+        batch_key=args.batch_key,
+        layer=args.layer,
+        max_epochs=args.max_epochs,
+        model_dir=args.model_dir,
+    )
+    saved = f" and the model to {args.model_dir}" if args.model_dir else ""
+    print(f"Wrote {adata.n_obs} cells with both embeddings to {args.out}{saved}.")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command named in ``argv`` (default: ``sys.argv[1:]``); return an exit code."""
     args = _parser().parse_args(argv)
-    from ._demo import run_demo
-
+    run = {"demo": _demo, "fit": _fit}[args.command]
     try:
-        table = run_demo(
-            args.out,
-            n_cells=args.n_cells,
-            n_genes=args.n_genes,
-            max_epochs=args.max_epochs,
-            seed=args.seed,
-        )
-    except (ValueError, KeyError) as error:
-        print(f"compvi demo: {error}", file=sys.stderr)
+        run(args)
+    except (ValueError, KeyError, FileNotFoundError) as error:
+        # KeyError's str() adds quotes around the message; print the message itself.
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"compvi {args.command}: {message}", file=sys.stderr)
         return 2
-    print("\nRecovery of the simulated latents (higher R² and MCC are better, leakage lower):")
-    print(table.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"))
-    print(f"\nWrote {args.out}/screen.h5ad, salient_umap.png, recovery.csv and model/.")
     return 0
 
 
