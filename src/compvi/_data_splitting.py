@@ -70,8 +70,6 @@ class ComparativeDataSplitter(pl.LightningDataModule):
             DATA_SOURCES.CONTROL: np.asarray(control_indices),
             DATA_SOURCES.PERTURBED: np.asarray(perturbed_indices),
         }
-        self.train_size = train_size
-        self.validation_size = validation_size
         self.shuffle_set_split = shuffle_set_split
         self.load_sparse_tensor = load_sparse_tensor
         self.loader_kwargs = loader_kwargs
