@@ -354,18 +354,6 @@ class ComparativeVI(BaseModelClass):
             Passed to :class:`scvi.train.Trainer`.
 
         """
-        if balancing not in ("mgda", "sum"):
-            raise ValueError(f"balancing={balancing!r} is not one of ('mgda', 'sum').")
-        if leakage_bound is not None and leakage_bound < 0:
-            raise ValueError(
-                f"leakage_bound must be >= 0 or None, got {leakage_bound}. It is the largest "
-                "salient energy per dimension that control cells may keep (e.g. 0.05)."
-            )
-        if dependence_bound is not None and dependence_bound < 0:
-            raise ValueError(
-                f"dependence_bound must be >= 0 or None, got {dependence_bound}. It is the "
-                "largest mean squared correlation between the two spaces (e.g. 0.002)."
-            )
         if not isinstance(batch_size, int | np.integer) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
         if max_epochs is None:

@@ -80,13 +80,14 @@ class ComparativeTrainingPlan(TrainingPlan):
             )
         if leakage_weight is not None and leakage_weight < 0:
             raise ValueError(f"leakage_weight must be >= 0, got {leakage_weight}.")
-        for name, bound in (
-            ("leakage_bound", leakage_bound),
-            ("dependence_bound", dependence_bound),
+        for name, bound, meaning in (
+            ("leakage_bound", leakage_bound, "salient energy per dimension controls may keep"),
+            ("dependence_bound", dependence_bound, "mean squared correlation of the spaces"),
         ):
             if bound is not None and bound < 0:
                 raise ValueError(
-                    f"{name} must be >= 0, got {bound}; use None to turn the constraint off."
+                    f"{name} must be >= 0 (the largest {meaning}), got {bound}; use None to "
+                    "turn the constraint off."
                 )
         self.balancing = balancing
         self.leakage_weight = leakage_weight
