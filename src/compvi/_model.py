@@ -490,6 +490,28 @@ class ComparativeVI(BaseModelClass):
         """
         if kind not in EXPRESSION_KINDS:
             raise ValueError(f"kind={kind!r} is not one of {EXPRESSION_KINDS}.")
+        expression = self._decode_expression(
+            adata,
+            indices,
+            (kind,),
+            gene_list=gene_list,
+            library_size=library_size,
+            batch_size=batch_size,
+        )[kind]
+        return expression.to_numpy() if return_numpy else expression
+
+    @torch.inference_mode()
+    def _decode_expression(
+        self,
+        adata: AnnData | None,
+        indices: Sequence[int] | None,
+        kinds: Sequence[str],
+        *,
+        gene_list: Sequence[str] | None,
+        library_size: float,
+        batch_size: int | None,
+    ) -> dict[str, pd.DataFrame]:
+        """Decode each minibatch's posterior means once per kind, encoding it only once."""
         adata = self._validate_anndata(adata)
         genes = adata.var_names if gene_list is None else pd.Index(gene_list)
         missing = genes.difference(adata.var_names)
@@ -497,25 +519,28 @@ class ComparativeVI(BaseModelClass):
             raise KeyError(f"gene_list has genes not in adata.var_names: {list(missing[:5])}.")
         gene_mask = adata.var_names.get_indexer(genes)
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
-        expression = []
+        expression = {kind: [] for kind in kinds}
         for tensors in loader:
             inference = self.module.inference(**self.module._get_inference_input(tensors))
-            salient = inference["qs"].loc
-            if kind == "background":
-                salient = torch.zeros_like(salient)
-            generative = self.module.generative(
-                z=inference["qz"].loc,
-                s=salient,
-                library=inference["library"],
-                perturbed=inference["perturbed"],
-                covariates=inference["covariates"],
-            )
-            expression.append((generative["px_scale"][:, gene_mask] * library_size).cpu())
-        values = torch.cat(expression).numpy()
-        if return_numpy:
-            return values
+            for kind in kinds:
+                salient = inference["qs"].loc
+                if kind == "background":
+                    salient = torch.zeros_like(salient)
+                generative = self.module.generative(
+                    z=inference["qz"].loc,
+                    s=salient,
+                    library=inference["library"],
+                    perturbed=inference["perturbed"],
+                    covariates=inference["covariates"],
+                )
+                expression[kind].append(
+                    (generative["px_scale"][:, gene_mask] * library_size).cpu()
+                )
         obs_names = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
-        return pd.DataFrame(values, index=obs_names, columns=genes)
+        return {
+            kind: pd.DataFrame(torch.cat(parts).numpy(), index=obs_names, columns=genes)
+            for kind, parts in expression.items()
+        }
 
     def get_salient_effect(
         self,
@@ -554,10 +579,15 @@ class ComparativeVI(BaseModelClass):
         adata = self._validate_anndata(adata)
         if groupby is not None and groupby not in adata.obs:
             raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
-        options = {"gene_list": gene_list, "library_size": library_size, "batch_size": batch_size}
-        full = self.get_normalized_expression(adata, indices, kind="full", **options)
-        background = self.get_normalized_expression(adata, indices, kind="background", **options)
-        effect = full - background
+        decoded = self._decode_expression(
+            adata,
+            indices,
+            EXPRESSION_KINDS,
+            gene_list=gene_list,
+            library_size=library_size,
+            batch_size=batch_size,
+        )
+        effect = decoded["full"] - decoded["background"]
         if groupby is None:
             return effect
         groups = adata.obs.loc[effect.index, groupby]
