@@ -34,8 +34,9 @@ def recovery_table(adata: AnnData, *, salient_key: str, background_key: str) -> 
     true_b, true_s = adata.obsm["true_background"], adata.obsm["true_salient"]
     learned_b, learned_s = adata.obsm[background_key], adata.obsm[salient_key]
     # PCA with as many components as the learned block: what a linear method gets for free.
-    pca_b = metrics.log_counts_pca(adata.X, learned_b.shape[1])
-    pca_s = metrics.log_counts_pca(adata.X, learned_s.shape[1])
+    # Leading components are the same whatever their number, so one PCA serves both blocks.
+    pca = metrics.log_counts_pca(adata.X, max(learned_b.shape[1], learned_s.shape[1]))
+    pca_b, pca_s = pca[:, : learned_b.shape[1]], pca[:, : learned_s.shape[1]]
     leak = metrics.leakage(true_b, true_s, learned_b, learned_s, perturbed)
     rows = [
         (
