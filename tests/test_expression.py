@@ -66,3 +66,34 @@ def test_salient_effect_is_full_minus_background_and_zero_on_controls(model):
     np.testing.assert_array_equal(by_condition.loc["control"].to_numpy(), 0.0)
     p1 = (adata.obs["condition"] == "P1").to_numpy()
     np.testing.assert_allclose(by_condition.loc["P1"], effect[p1].mean(axis=0), atol=1e-7)
+
+
+def test_transform_batch_keeps_cells_of_that_batch_and_moves_the_others(screen):
+    compvi.ComparativeVI.setup_anndata(
+        screen, condition_key="condition", control_category="control", batch_key="batch"
+    )
+    vi = compvi.ComparativeVI(screen, n_hidden=16, n_background_latent=3, n_salient_latent=3)
+    vi.module.eval()
+    adata = screen
+    own = vi.get_normalized_expression()
+    batches = adata.obs["batch"].astype(str).to_numpy()
+    target = batches[0]
+    moved = vi.get_normalized_expression(transform_batch=target)
+    same = batches == target
+    np.testing.assert_allclose(moved[same].to_numpy(), own[same].to_numpy(), rtol=1e-6)
+    assert np.abs(moved[~same].to_numpy() - own[~same].to_numpy()).max(axis=1).min() > 1e-7
+    with pytest.raises(ValueError, match="not a valid batch category"):
+        vi.get_normalized_expression(transform_batch="batch_99")
+
+
+def test_posterior_samples_are_frequencies_and_average_near_the_mean_decode(model):
+    vi, adata = model
+    draws = vi.get_normalized_expression(n_samples=30, return_mean=False, indices=range(20))
+    assert draws.shape == (30, 20, adata.n_vars)
+    np.testing.assert_allclose(draws.sum(axis=-1), 1.0, rtol=1e-5)
+    assert draws.std(axis=0).max() > 0
+    averaged = vi.get_normalized_expression(n_samples=30, indices=range(20), return_numpy=True)
+    at_mean = vi.get_normalized_expression(indices=range(20), return_numpy=True)
+    assert np.corrcoef(np.log(averaged).ravel(), np.log(at_mean).ravel())[0, 1] > 0.95
+    with pytest.raises(ValueError, match="n_samples must be None or a positive integer"):
+        vi.get_normalized_expression(n_samples=0)

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 import torch
 from anndata import AnnData
 from scvi.data import AnnDataManager
@@ -24,17 +23,21 @@ from scvi.train import TrainRunner
 
 from . import _validation
 from ._constants import (
-    EXPRESSION_KINDS,
     GENE_LIKELIHOODS,
     REGISTRY_KEYS,
     REPRESENTATION_KINDS,
 )
 from ._data_splitting import ComparativeDataSplitter
+from ._differential import DifferentialExpressionMixin
+from ._expression import ExpressionMixin
 from ._module import ComparativeVAE
+from ._perturbation_scores import PerturbationScoresMixin
 from ._training_plan import ComparativeTrainingPlan
 
 
-class ComparativeVI(BaseModelClass):
+class ComparativeVI(
+    ExpressionMixin, DifferentialExpressionMixin, PerturbationScoresMixin, BaseModelClass
+):
     """Identifiable comparative variational inference for perturbation screens.
 
     Learns a *background* latent space shared by control and perturbed cells and a
@@ -444,151 +447,3 @@ class ComparativeVI(BaseModelClass):
             latent = posterior.loc if give_mean else posterior.sample()
             latents.append(latent.cpu())
         return torch.cat(latents).numpy()
-
-    @torch.inference_mode()
-    def get_normalized_expression(
-        self,
-        adata: AnnData | None = None,
-        indices: Sequence[int] | None = None,
-        *,
-        kind: Literal["full", "background"] = "full",
-        gene_list: Sequence[str] | None = None,
-        library_size: float = 1.0,
-        batch_size: int | None = None,
-        return_numpy: bool = False,
-    ) -> pd.DataFrame | np.ndarray:
-        """Return each cell's expected expression, decoded with or without its salient part.
-
-        Decodes the posterior means of both latents. ``kind="full"`` keeps the salient
-        coordinates of perturbed cells (what the model reconstructs); ``kind="background"``
-        sets them to zero for every cell: the counterfactual "this cell without its
-        perturbation". Control cells decode with zero salient coordinates either way.
-
-        Parameters
-        ----------
-        adata
-            AnnData with the training genes; ``None`` uses the training data.
-        indices
-            Cells to use; ``None`` uses all.
-        kind
-            ``"full"`` or ``"background"``.
-        gene_list
-            Genes to return; ``None`` returns all.
-        library_size
-            Scale of the returned expression: ``1.0`` gives frequencies that sum to 1 over
-            all genes, ``1e4`` counts per 10k.
-        batch_size
-            Cells per minibatch; ``None`` uses ``scvi.settings.batch_size``.
-        return_numpy
-            Return an array instead of a DataFrame.
-
-        Returns
-        -------
-        Cells x genes expression, as a DataFrame indexed by ``obs_names`` with ``var_names``
-        columns unless ``return_numpy``.
-
-        """
-        if kind not in EXPRESSION_KINDS:
-            raise ValueError(f"kind={kind!r} is not one of {EXPRESSION_KINDS}.")
-        expression = self._decode_expression(
-            adata,
-            indices,
-            (kind,),
-            gene_list=gene_list,
-            library_size=library_size,
-            batch_size=batch_size,
-        )[kind]
-        return expression.to_numpy() if return_numpy else expression
-
-    @torch.inference_mode()
-    def _decode_expression(
-        self,
-        adata: AnnData | None,
-        indices: Sequence[int] | None,
-        kinds: Sequence[str],
-        *,
-        gene_list: Sequence[str] | None,
-        library_size: float,
-        batch_size: int | None,
-    ) -> dict[str, pd.DataFrame]:
-        """Decode each minibatch's posterior means once per kind, encoding it only once."""
-        adata = self._validate_anndata(adata)
-        genes = adata.var_names if gene_list is None else pd.Index(gene_list)
-        missing = genes.difference(adata.var_names)
-        if len(missing):
-            raise KeyError(f"gene_list has genes not in adata.var_names: {list(missing[:5])}.")
-        gene_mask = adata.var_names.get_indexer(genes)
-        loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
-        expression = {kind: [] for kind in kinds}
-        for tensors in loader:
-            inference = self.module.inference(**self.module._get_inference_input(tensors))
-            for kind in kinds:
-                salient = inference["qs"].loc
-                if kind == "background":
-                    salient = torch.zeros_like(salient)
-                generative = self.module.generative(
-                    z=inference["qz"].loc,
-                    s=salient,
-                    library=inference["library"],
-                    perturbed=inference["perturbed"],
-                    covariates=inference["covariates"],
-                )
-                expression[kind].append(
-                    (generative["px_scale"][:, gene_mask] * library_size).cpu()
-                )
-        obs_names = adata.obs_names if indices is None else adata.obs_names[np.asarray(indices)]
-        return {
-            kind: pd.DataFrame(torch.cat(parts).numpy(), index=obs_names, columns=genes)
-            for kind, parts in expression.items()
-        }
-
-    def get_salient_effect(
-        self,
-        adata: AnnData | None = None,
-        indices: Sequence[int] | None = None,
-        *,
-        groupby: str | None = None,
-        gene_list: Sequence[str] | None = None,
-        library_size: float = 1e4,
-        batch_size: int | None = None,
-    ) -> pd.DataFrame:
-        """Return what the salient space adds to each cell's expression: full minus background.
-
-        Parameters
-        ----------
-        adata
-            AnnData with the training genes; ``None`` uses the training data.
-        indices
-            Cells to use; ``None`` uses all.
-        groupby
-            Column of ``adata.obs`` (e.g. the condition); if given, the effect is averaged
-            over the cells of each group.
-        gene_list
-            Genes to return; ``None`` returns all.
-        library_size
-            Scale of the expression the difference is taken on (default: per 10k counts).
-        batch_size
-            Cells per minibatch; ``None`` uses ``scvi.settings.batch_size``.
-
-        Returns
-        -------
-        Cells x genes (or groups x genes, with ``groupby``) DataFrame of expression
-        differences; zero for control cells, whose salient part is never decoded.
-
-        """
-        adata = self._validate_anndata(adata)
-        if groupby is not None and groupby not in adata.obs:
-            raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
-        decoded = self._decode_expression(
-            adata,
-            indices,
-            EXPRESSION_KINDS,
-            gene_list=gene_list,
-            library_size=library_size,
-            batch_size=batch_size,
-        )
-        effect = decoded["full"] - decoded["background"]
-        if groupby is None:
-            return effect
-        groups = adata.obs.loc[effect.index, groupby]
-        return effect.groupby(groups.to_numpy(), sort=False).mean()

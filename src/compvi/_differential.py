@@ -1,0 +1,313 @@
+"""Differential expression of a ComparativeVI model, in scvi-tools' Bayesian framework."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scvi import settings
+from scvi.data import AnnDataManager
+from scvi.model._utils import scrna_raw_counts_properties
+from scvi.model.base import DifferentialComputation
+from scvi.model.base._de_core import _fdr_de_prediction
+from scvi.model.base._differential import (
+    describe_continuous_distrib,
+    estimate_delta,
+    estimate_pseudocounts_offset,
+)
+from scvi.utils import track
+
+from ._constants import DE_MODES, DE_REFERENCES, REGISTRY_KEYS
+
+_EPS = 1e-8
+
+
+def paired_change(
+    full: np.ndarray,
+    background: np.ndarray,
+    *,
+    mode: Literal["change", "vanilla"],
+    delta: float | None,
+    pseudocounts: float,
+) -> dict[str, np.ndarray]:
+    """Bayesian DE statistics of paired draws of full and counterfactual expression.
+
+    Each row of ``full`` and ``background`` comes from the same cell and the same posterior
+    draw, so the log fold change is taken within pairs instead of between random pairs of
+    cells as in an unpaired comparison.
+
+    Parameters
+    ----------
+    full, background
+        Draws x genes normalized expression, paired by row.
+    mode
+        ``"change"``: the posterior probability that ``|LFC| >= delta`` (larger of the up
+        and down probabilities), as in scvi-tools; ``"vanilla"``: the probability that
+        ``full > background``.
+    delta
+        LFC threshold of ``"change"`` mode; ``None`` estimates it from the LFC means.
+    pseudocounts
+        Added to both sides before taking logs.
+
+    Returns
+    -------
+    The columns of scvi-tools' DE tables: ``proba_de``, ``proba_not_de``, ``bayes_factor``,
+    ``scale1``, ``scale2``, ``pseudocounts``, ``delta`` and ``lfc_*`` (change mode), or
+    ``proba_m1``, ``proba_m2``, ``bayes_factor``, ``scale1``, ``scale2`` (vanilla mode).
+
+    """
+    scale1, scale2 = full.mean(0), background.mean(0)
+    if mode == "vanilla":
+        proba_m1 = np.mean(full > background, 0)
+        return {
+            "proba_m1": proba_m1,
+            "proba_m2": 1.0 - proba_m1,
+            "bayes_factor": np.log(proba_m1 + _EPS) - np.log(1.0 - proba_m1 + _EPS),
+            "scale1": scale1,
+            "scale2": scale2,
+        }
+    lfc = np.log2(full + pseudocounts) - np.log2(background + pseudocounts)
+    delta = estimate_delta(lfc_means=lfc.mean(0)) if delta is None else delta
+    proba_de = np.maximum(np.mean(lfc >= delta, 0), np.mean(lfc < -delta, 0))
+    # scvi-tools describes the LFC with pseudocounts shrunk 1000-fold, so the summary is
+    # close to the raw log ratio while the test above stays robust for silent genes.
+    shrunk = np.log2(full + 1e-3 * pseudocounts) - np.log2(background + 1e-3 * pseudocounts)
+    return {
+        "proba_de": proba_de,
+        "proba_not_de": 1.0 - proba_de,
+        "bayes_factor": np.log(proba_de + _EPS) - np.log(1.0 - proba_de + _EPS),
+        "scale1": scale1,
+        "scale2": scale2,
+        "pseudocounts": pseudocounts,
+        "delta": delta,
+        **{f"lfc_{k}": v for k, v in describe_continuous_distrib(shrunk, None).items()},
+    }
+
+
+class DifferentialExpressionMixin:
+    """Differential expression between conditions, or within cells against their counterfactual."""
+
+    def differential_expression(
+        self,
+        adata: AnnData | None = None,
+        groupby: str | None = None,
+        group1: str | Sequence[str] | None = None,
+        group2: str | None = None,
+        *,
+        reference: Literal["counterfactual", "control"] = "counterfactual",
+        mode: Literal["change", "vanilla"] = "change",
+        delta: float | None = 0.25,
+        pseudocounts: float | None = None,
+        fdr_target: float = 0.05,
+        n_samples_overall: int = 5000,
+        batch_correction: bool = False,
+        all_stats: bool = True,
+        batch_size: int | None = None,
+        silent: bool = False,
+        **kwargs,
+    ) -> pd.DataFrame:
+        r"""Bayesian differential expression of perturbations, in scvi-tools' table format.
+
+        Two references are available:
+
+        - ``"counterfactual"`` (default): each group's cells decoded from both spaces
+          against the same cells decoded with their salient coordinates set to zero. The
+          change is exactly what the salient space attributes to the perturbation, paired
+          cell by cell and posterior draw by posterior draw; differences in cell-state
+          composition between groups (which live in the background space) cancel, and
+          cells that escaped the perturbation contribute no change.
+        - ``"control"``: scvi-tools' comparison of the full expression of ``group1``'s
+          cells with that of ``group2``'s cells (by default every control cell), through
+          :class:`scvi.model.base.DifferentialComputation`.
+
+        Parameters
+        ----------
+        adata
+            AnnData registered with the model; ``None`` uses the training data.
+        groupby
+            Column of ``adata.obs`` that defines the groups; ``None`` uses the registered
+            condition key.
+        group1
+            Group(s) to test, one table block each; ``None`` tests every group that is not a
+            control.
+        group2
+            Reference group of ``reference="control"``; ``None`` uses all control cells.
+            Not used by the counterfactual reference.
+        reference
+            ``"counterfactual"`` or ``"control"``.
+        mode
+            ``"change"`` (LFC beyond ``delta``) or ``"vanilla"`` (which side is larger).
+        delta
+            LFC threshold of ``"change"`` mode; ``None`` lets scvi-tools estimate it.
+        pseudocounts
+            Added to expression before taking logs; ``None`` estimates it from genes that
+            are rarely detected, as scvi-tools does.
+        fdr_target
+            Posterior expected false discovery rate of the ``is_de_fdr_*`` column.
+        n_samples_overall
+            Posterior draws per group (cells drawn with replacement, one draw each).
+        batch_correction
+            ``reference="control"`` only: decode every draw in every batch and compare draws
+            of the same batch, as scvi-tools does.
+        all_stats
+            Add raw-count statistics of ``group1`` against the reference cells (controls for
+            the counterfactual reference): ``raw_mean1/2``, ``non_zeros_proportion1/2``,
+            ``raw_normalized_mean1/2``.
+        batch_size
+            Cells per minibatch; ``None`` uses ``scvi.settings.batch_size``.
+        silent
+            Hide the progress bar.
+        **kwargs
+            ``reference="control"`` only: more arguments of
+            :meth:`scvi.model.base.DifferentialComputation.get_bayes_factors`.
+
+        Returns
+        -------
+        One block of rows per group of ``group1``, indexed by gene and sorted by
+        ``proba_de`` (change mode) or ``bayes_factor`` (vanilla mode), with scvi-tools' columns
+        (``proba_de``, ``bayes_factor``, ``lfc_mean``, ``lfc_median``, ``lfc_std``,
+        ``scale1``, ``scale2``, ``is_de_fdr_<fdr_target>``, ...) and ``comparison``,
+        ``group1``, ``group2``. Positive LFCs mean higher in ``group1`` (counterfactual:
+        higher with the perturbation than without it).
+
+        """
+        if reference not in DE_REFERENCES:
+            raise ValueError(f"reference={reference!r} is not one of {DE_REFERENCES}.")
+        if mode not in DE_MODES:
+            raise ValueError(f"mode={mode!r} is not one of {DE_MODES}.")
+        if reference == "counterfactual" and (group2 is not None or kwargs):
+            extra = ["group2"] * (group2 is not None) + sorted(kwargs)
+            raise ValueError(
+                f"{', '.join(extra)} only apply to reference='control'; the counterfactual "
+                "reference compares each group with itself without its salient part."
+            )
+        adata = self._validate_anndata(adata)
+        manager = self.get_anndata_manager(adata, required=True)
+        condition_key = manager.registry["setup_args"]["condition_key"]
+        groupby = condition_key if groupby is None else groupby
+        if groupby not in adata.obs:
+            raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
+        labels = adata.obs[groupby].astype(str).to_numpy()
+        control_cells = ~self._is_perturbed(manager)
+        if group1 is None:
+            group1 = [g for g in pd.unique(labels) if g not in self.control_categories]
+        group1 = [group1] if isinstance(group1, str) else list(group1)
+        for group in [*group1, *([group2] if group2 is not None else [])]:
+            if not (labels == str(group)).any():
+                raise ValueError(
+                    f"{group!r} has no cells in adata.obs[{groupby!r}]; its labels are "
+                    f"{sorted(set(labels))[:10]}."
+                )
+        if group2 is None:
+            reference_cells, group2_name = control_cells, "control"
+        else:
+            reference_cells, group2_name = labels == str(group2), str(group2)
+
+        # Cells are drawn with a generator seeded like the rest of scvi-tools, so a run with
+        # the same scvi.settings.seed draws the same cells.
+        rng = np.random.default_rng(settings.seed)
+        tables = []
+        computation = DifferentialComputation(
+            self._scale_sampler(adata, batch_size, rng), None, manager
+        )
+        for group in track(group1, description="DE...", disable=silent):
+            cells = labels == str(group)
+            if reference == "counterfactual":
+                stats = self._counterfactual_change(
+                    adata,
+                    manager,
+                    cells,
+                    control_cells,
+                    mode=mode,
+                    delta=delta,
+                    pseudocounts=pseudocounts,
+                    n_samples_overall=n_samples_overall,
+                    batch_size=batch_size,
+                    rng=rng,
+                )
+                name = "counterfactual"
+            else:
+                stats = computation.get_bayes_factors(
+                    cells,
+                    reference_cells,
+                    mode=mode,
+                    delta=delta,
+                    pseudocounts=pseudocounts,
+                    n_samples_overall=n_samples_overall,
+                    use_observed_batches=not batch_correction,
+                    **kwargs,
+                )
+                name = group2_name
+            if all_stats:
+                compared = control_cells if reference == "counterfactual" else reference_cells
+                stats.update(scrna_raw_counts_properties(manager, cells, compared))
+            table = pd.DataFrame(stats, index=adata.var_names)
+            table = table.sort_values(
+                "proba_de" if mode == "change" else "bayes_factor", ascending=False
+            )
+            if mode == "change":
+                table[f"is_de_fdr_{fdr_target}"] = _fdr_de_prediction(
+                    table["proba_de"], fdr=fdr_target
+                )
+            table["comparison"] = f"{group} vs {name}"
+            table["group1"] = str(group)
+            table["group2"] = name
+            tables.append(table)
+        return pd.concat(tables, axis=0)
+
+    def _scale_sampler(
+        self, adata: AnnData, batch_size: int | None, rng: np.random.Generator
+    ) -> Callable[..., np.ndarray]:
+        """Posterior draws of full expression, as scvi-tools' DE machinery calls them."""
+
+        def sample(
+            adata_: AnnData,
+            indices: np.ndarray,
+            transform_batch: str | None = None,
+            n_samples_overall: int | None = None,
+        ) -> np.ndarray:
+            if n_samples_overall is not None:
+                indices = rng.choice(indices, n_samples_overall)
+            samples, _, _ = self._decode_expression(
+                adata,
+                indices,
+                ("full",),
+                transform_batch=transform_batch,
+                n_samples=1,
+                batch_size=batch_size,
+            )
+            return samples["full"][0]
+
+        return sample
+
+    def _counterfactual_change(
+        self,
+        adata: AnnData,
+        manager: AnnDataManager,
+        cells: np.ndarray,
+        control_cells: np.ndarray,
+        *,
+        mode: str,
+        delta: float | None,
+        pseudocounts: float | None,
+        n_samples_overall: int,
+        batch_size: int | None,
+        rng: np.random.Generator,
+    ) -> dict[str, np.ndarray]:
+        draws = rng.choice(np.flatnonzero(cells), n_samples_overall)
+        samples, _, _ = self._decode_expression(
+            adata, draws, ("full", "background"), n_samples=1, batch_size=batch_size
+        )
+        full, background = samples["full"][0], samples["background"][0]
+        if pseudocounts is None:
+            # scvi-tools' estimate: a quantile of the largest expression of genes that are
+            # (almost) never detected in the raw counts of each side.
+            counts = manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+            silent_in = [
+                np.asarray(counts[side].mean(0)).ravel() < 0.01 for side in (cells, control_cells)
+            ]
+            pseudocounts = estimate_pseudocounts_offset(full, background, *silent_in, 0.9)
+        return paired_change(full, background, mode=mode, delta=delta, pseudocounts=pseudocounts)
