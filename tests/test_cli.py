@@ -72,6 +72,13 @@ def test_fit_writes_embeddings_and_a_loadable_model(screen_file, tmp_path, capsy
     assert fitted.obsm["X_compvi_background"].shape == (300, 10)
     norms = np.linalg.norm(fitted.obsm["X_compvi_salient"], axis=1)
     np.testing.assert_allclose(fitted.obs["compvi_salient_norm"], norms, rtol=1e-5)
+    control = (fitted.obs["condition"] == "control").to_numpy()
+    assert (fitted.obs["compvi_class"][control] == "control").all()
+    assert fitted.obs["compvi_responder_probability"][control].isna().all()
+    assert fitted.obs["compvi_responder_probability"][~control].between(0, 1).all()
+    summary = fitted.uns["compvi"]["perturbations"]
+    assert sorted(summary.index) == ["P1", "P2", "P3"]
+    assert summary.loc["P1", "n_cells"] == (fitted.obs["condition"] == "P1").sum()
     import compvi
 
     loaded = compvi.ComparativeVI.load(model_dir, adata=fitted)

@@ -6,7 +6,8 @@ from importlib.metadata import version
 
 from . import data, metrics, pl
 from ._model import ComparativeVI
+from ._perturbation_scores import PerturbationScores
 
-__all__ = ["ComparativeVI", "data", "metrics", "pl"]
+__all__ = ["ComparativeVI", "PerturbationScores", "data", "metrics", "pl"]
 
 __version__ = version("compvi")

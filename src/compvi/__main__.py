@@ -19,7 +19,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-epochs", type=int, default=100, help="default: %(default)s")
     demo.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     fit = commands.add_parser(
-        "fit", help="fit ComparativeVI to an h5ad file and write the embeddings"
+        "fit", help="fit ComparativeVI to an h5ad file; write embeddings and perturbation scores"
     )
     fit.add_argument("input", help="h5ad file with raw counts")
     fit.add_argument("--condition-key", required=True, help="obs column with the condition")
@@ -62,8 +62,15 @@ def _fit(args: argparse.Namespace) -> None:
         max_epochs=args.max_epochs,
         model_dir=args.model_dir,
     )
+    summary = adata.uns["compvi"]["perturbations"]
+    columns = ["n_cells", "responder_fraction", "effect_size", "top_genes"]
+    print("\nPerturbations, strongest first (effect size in control standard deviations):")
+    print(summary[columns].to_string(float_format=lambda v: f"{v:.2f}"))
     saved = f" and the model to {args.model_dir}" if args.model_dir else ""
-    print(f"Wrote {adata.n_obs} cells with both embeddings to {args.out}{saved}.")
+    print(
+        f"\nWrote {adata.n_obs} cells with both embeddings and perturbation scores to "
+        f"{args.out}{saved}."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

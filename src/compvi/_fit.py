@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import anndata as ad
-import numpy as np
 
 from ._model import ComparativeVI
 
@@ -43,8 +42,10 @@ def fit_h5ad(
 
     Returns
     -------
-    The AnnData written, with ``obsm["X_compvi_salient"]``, ``obsm["X_compvi_background"]``
-    and ``obs["compvi_salient_norm"]`` (the norm of each cell's salient coordinates).
+    The AnnData written, with the embeddings, perturbation scores and per-perturbation
+    summary of :meth:`~compvi.ComparativeVI.add_results` (``obsm["X_compvi_salient"]``,
+    ``obsm["X_compvi_background"]``, ``obs["compvi_perturbation_score"]``,
+    ``obs["compvi_class"]``, ``uns["compvi"]["perturbations"]``, ...).
 
     """
     input_path, output_path = Path(input_path), Path(output_path)
@@ -62,12 +63,7 @@ def fit_h5ad(
     )
     model = ComparativeVI(adata)
     model.train(max_epochs=max_epochs)
-    salient = model.get_latent_representation()
-    adata.obsm["X_compvi_salient"] = salient
-    adata.obsm["X_compvi_background"] = model.get_latent_representation(
-        representation_kind="background"
-    )
-    adata.obs["compvi_salient_norm"] = np.linalg.norm(salient, axis=1)
+    model.add_results(adata)
     if model_dir is not None:
         model.save(model_dir, overwrite=True)
     partial = output_path.with_name(f".{output_path.name}.partial")

@@ -1,0 +1,200 @@
+"""Per-cell perturbation scores and responders, per-perturbation summaries, adata writer."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from ._constants import EXPRESSION_KINDS, REGISTRY_KEYS
+from ._responders import score_perturbations
+
+CELL_CLASSES = ("control", "responder", "escaper")
+
+
+class PerturbationScores(NamedTuple):
+    """Result of :meth:`~compvi.ComparativeVI.get_perturbation_scores`.
+
+    Attributes
+    ----------
+    cells
+        One row per cell (indexed by ``obs_names``): ``condition``, ``salient_norm``,
+        ``perturbation_score``, ``responder_probability`` and ``cell_class``.
+    perturbations
+        One row per perturbation (indexed by its label), sorted by ``effect_size``:
+        ``n_cells``, ``n_responders``, ``responder_fraction``, ``effect_size``,
+        ``salient_shift``, ``bic_gain`` and ``top_genes``.
+
+    """
+
+    cells: pd.DataFrame
+    perturbations: pd.DataFrame
+
+
+class PerturbationScoresMixin:
+    """How strongly, and in which cells, each perturbation acted."""
+
+    def get_perturbation_scores(
+        self,
+        adata: AnnData | None = None,
+        *,
+        threshold: float = 0.5,
+        min_effect: float = 1.0,
+        n_top_genes: int = 5,
+        batch_size: int | None = None,
+    ) -> PerturbationScores:
+        r"""Score every cell for its perturbation, and tell responders from escapers.
+
+        For each perturbation :math:`c`, the direction
+        :math:`u_c = (\bar\mu_c - \bar\mu_0) / \lVert\bar\mu_c - \bar\mu_0\rVert` runs from the
+        mean salient coordinates of control cells to those of the perturbation's cells. A
+        cell's *perturbation score* is its salient coordinates projected on :math:`u_c`,
+        standardized by the control cells' projections (so controls have mean 0 and standard
+        deviation 1 on every perturbation's axis). The direction is cross-fitted: each half
+        of the cells is scored on the direction estimated from the other half, so a null
+        perturbation scores about 0 instead of leaning towards its own noise.
+
+        The scores of the perturbation's cells are fitted by expectation-maximisation with a
+        mixture of the control distribution (fixed) and a Gaussian responder component, kept
+        only if it beats "every cell is like a control" by BIC and lies ``min_effect`` or more
+        above the controls. A cell whose responder probability is below ``threshold`` looks
+        like a control in the salient space: an *escaper*, as mixscape calls them.
+
+        Parameters
+        ----------
+        adata
+            AnnData registered with the model; ``None`` uses the training data.
+        threshold
+            Responder probability at or above which a cell counts as a responder.
+        min_effect
+            Smallest mean score of the responder component, in control standard deviations;
+            a perturbation whose fitted responders sit closer to the controls has none.
+        n_top_genes
+            Genes listed in ``top_genes``: the largest absolute log2 fold changes between
+            the perturbation's mean expression decoded with and without its salient part
+            (per 10k counts, pseudocount 1).
+        batch_size
+            Cells per minibatch; ``None`` uses ``scvi.settings.batch_size``.
+
+        Returns
+        -------
+        :class:`~compvi.PerturbationScores` with a per-cell and a per-perturbation table.
+        Control cells have ``perturbation_score`` and ``responder_probability`` NaN and
+        class ``"control"``. ``effect_size`` is the mean perturbation score of all the
+        perturbation's cells (escapers included), in control standard deviations;
+        ``salient_shift`` is :math:`\lVert\bar\mu_c - \bar\mu_0\rVert`; ``bic_gain`` > 0 means
+        the responder mixture beat "every cell is like a control".
+
+        """
+        if not 0 < threshold < 1:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}.")
+        if not isinstance(n_top_genes, int) or n_top_genes < 0:
+            raise ValueError(f"n_top_genes must be a non-negative integer, got {n_top_genes!r}.")
+        adata = self._validate_anndata(adata)
+        manager = self.get_anndata_manager(adata, required=True)
+        salient = self.get_latent_representation(adata, batch_size=batch_size)
+        codes = np.asarray(manager.get_from_registry(REGISTRY_KEYS.CONDITION_KEY)).ravel()
+        labels = np.asarray(self.conditions)[codes]
+        control = ~self._is_perturbed(manager)
+        scores, perturbations = score_perturbations(salient, labels, control, threshold=threshold)
+        cells = pd.DataFrame(
+            {
+                "condition": pd.Categorical(labels, categories=self.conditions),
+                "salient_norm": np.linalg.norm(salient, axis=1),
+                "perturbation_score": scores["perturbation_score"].to_numpy(),
+                "responder_probability": scores["responder_probability"].to_numpy(),
+            },
+            index=adata.obs_names.copy(),
+        )
+        perturbations["top_genes"] = [
+            self._top_genes(adata, labels == label, n_top_genes, batch_size)
+            for label in perturbations.index
+        ]
+        classes = np.where(cells["responder_probability"] >= threshold, "responder", "escaper")
+        classes[control] = "control"
+        cells["cell_class"] = pd.Categorical(classes, categories=CELL_CLASSES)
+        perturbations = perturbations.sort_values("effect_size", ascending=False)
+        return PerturbationScores(cells=cells, perturbations=perturbations)
+
+    def _top_genes(
+        self, adata: AnnData, members: np.ndarray, n_top_genes: int, batch_size: int | None
+    ) -> str:
+        """List the genes with the largest salient log2 fold change, with their signs."""
+        if n_top_genes == 0:
+            return ""
+        samples, _, genes = self._decode_expression(
+            adata,
+            np.flatnonzero(members),
+            EXPRESSION_KINDS,
+            library_size=1e4,
+            batch_size=batch_size,
+        )
+        full, background = (samples[kind][0].mean(0) for kind in EXPRESSION_KINDS)
+        lfc = pd.Series(np.log2(full + 1) - np.log2(background + 1), index=genes)
+        top = lfc.abs().sort_values(ascending=False).index[:n_top_genes]
+        return ", ".join(f"{gene} ({lfc[gene]:+.2f})" for gene in top)
+
+    def add_results(
+        self,
+        adata: AnnData | None = None,
+        *,
+        key_added: str = "compvi",
+        threshold: float = 0.5,
+        min_effect: float = 1.0,
+        n_top_genes: int = 5,
+        batch_size: int | None = None,
+    ) -> None:
+        """Write both embeddings and the perturbation scores into ``adata``, for scanpy.
+
+        Parameters
+        ----------
+        adata
+            AnnData registered with the model; ``None`` uses the training data.
+        key_added
+            Prefix of every key written.
+        threshold, min_effect, n_top_genes
+            As in :meth:`get_perturbation_scores`.
+        batch_size
+            Cells per minibatch; ``None`` uses ``scvi.settings.batch_size``.
+
+        Returns
+        -------
+        Nothing; sets in ``adata`` (with the default ``key_added="compvi"``):
+
+        ``obsm["X_compvi_salient"]``, ``obsm["X_compvi_background"]``
+            Posterior means of the salient and background latents.
+        ``obs["compvi_salient_norm"]``
+            Euclidean norm of each cell's salient coordinates.
+        ``obs["compvi_perturbation_score"]``, ``obs["compvi_responder_probability"]``
+            Each perturbed cell's score and responder probability (NaN for controls).
+        ``obs["compvi_class"]``
+            ``"control"``, ``"responder"`` or ``"escaper"``.
+        ``uns["compvi"]``
+            ``{"perturbations": <per-perturbation table>, "params": {...}}``.
+
+        """
+        adata = self._validate_anndata(adata)
+        scores = self.get_perturbation_scores(
+            adata,
+            threshold=threshold,
+            min_effect=min_effect,
+            n_top_genes=n_top_genes,
+            batch_size=batch_size,
+        )
+        for kind in ("salient", "background"):
+            adata.obsm[f"X_{key_added}_{kind}"] = self.get_latent_representation(
+                adata, representation_kind=kind, batch_size=batch_size
+            )
+        for column in ("salient_norm", "perturbation_score", "responder_probability"):
+            adata.obs[f"{key_added}_{column}"] = scores.cells[column].to_numpy()
+        adata.obs[f"{key_added}_class"] = scores.cells["cell_class"].array
+        adata.uns[key_added] = {
+            "perturbations": scores.perturbations,
+            "params": {
+                "threshold": threshold,
+                "min_effect": min_effect,
+                "n_top_genes": n_top_genes,
+            },
+        }
