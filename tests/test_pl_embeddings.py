@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import anndata as ad
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+import compvi
+
+KEYS = ("X_compvi_background", "X_compvi_salient")
+
+
+@pytest.fixture
+def adata():
+    rng = np.random.default_rng(0)
+    n_cells = 120
+    condition = np.repeat(["control", "A", "B", "C", "D"], n_cells // 5)
+    cell_type = np.tile(["T", "B", "NK"], n_cells // 3)
+    type_means = {"T": [3, 0, 0, 0], "B": [0, 3, 0, 0], "NK": [0, 0, 3, 0]}
+    condition_means = {
+        "control": [0, 0, 0],
+        "A": [3, 0, 0],
+        "B": [0, 3, 0],
+        "C": [0, 0, 3],
+        "D": [0, 0, -3],
+    }
+    adata = ad.AnnData(
+        X=rng.poisson(1.0, size=(n_cells, 6)).astype(np.float32),
+        obs=pd.DataFrame(
+            {"condition": pd.Categorical(condition), "cell_type": pd.Categorical(cell_type)},
+            index=[f"cell{i}" for i in range(n_cells)],
+        ),
+        var=pd.DataFrame(index=[f"gene{i}" for i in range(6)]),
+    )
+    adata.obsm["X_compvi_background"] = np.array([type_means[t] for t in cell_type]) + rng.normal(
+        scale=0.3, size=(n_cells, 4)
+    )
+    adata.obsm["X_compvi_salient"] = np.array(
+        [condition_means[c] for c in condition]
+    ) + rng.normal(scale=0.3, size=(n_cells, 3))
+    return adata
+
+
+def with_sentinels(adata):
+    """Store known 'UMAP' coordinates that a plot must reuse rather than recompute."""
+    rng = np.random.default_rng(1)
+    sentinels = {key: rng.uniform(-10, 10, size=(adata.n_obs, 2)) for key in KEYS}
+    for key, values in sentinels.items():
+        adata.obsm[f"{key}_umap"] = values.copy()
+    return sentinels
+
+
+def plotted_points(ax):
+    """Coordinates of the cells drawn in a panel, sorted; legend handles are empty."""
+    points = max((c.get_offsets() for c in ax.collections), key=len)
+    return np.asarray(points)[np.lexsort(np.asarray(points).T)]
+
+
+def sorted_rows(values):
+    return values[np.lexsort(values.T)]
+
+
+def test_embeddings_computes_and_stores_both_umaps(adata, tmp_path):
+    path = tmp_path / "embeddings.png"
+    fig = compvi.pl.embeddings(
+        adata, color=["condition", "cell_type"], n_neighbors=10, save=path, show=False
+    )
+    for key in KEYS:
+        assert adata.obsm[f"{key}_umap"].shape == (adata.n_obs, 2)
+        assert np.isfinite(adata.obsm[f"{key}_umap"]).all()
+        assert adata.uns[f"{key}_neighbors"]["params"]["use_rep"] == key
+        assert adata.uns[f"{key}_neighbors"]["params"]["n_neighbors"] == 10
+        for kind in ("connectivities", "distances"):
+            assert adata.obsp[f"{key}_neighbors_{kind}"].shape == (adata.n_obs, adata.n_obs)
+        assert f"{key}_umap" in adata.uns
+    panels = fig.axes[:4]
+    assert [ax.get_title() for ax in panels] == [
+        "background: condition",
+        "salient: condition",
+        "background: cell_type",
+        "salient: cell_type",
+    ]
+    for ax, key in zip(panels, KEYS * 2, strict=True):
+        np.testing.assert_allclose(
+            plotted_points(ax), sorted_rows(adata.obsm[f"{key}_umap"]), rtol=1e-6
+        )
+    assert path.stat().st_size > 5_000
+    plt.close(fig)
+
+    stored = {key: adata.obsm[f"{key}_umap"].copy() for key in KEYS}
+    del adata.uns["X_compvi_salient_neighbors"]
+    plt.close(compvi.pl.embeddings(adata, color="condition", show=False))
+    assert "X_compvi_salient_neighbors" not in adata.uns
+    for key in KEYS:
+        np.testing.assert_array_equal(adata.obsm[f"{key}_umap"], stored[key])
+
+
+def test_embeddings_reuses_stored_umaps(adata):
+    sentinels = with_sentinels(adata)
+    fig = compvi.pl.embeddings(adata, color="gene2", show=False)
+    assert not any(key.endswith("_neighbors") for key in adata.uns)
+    background, salient = fig.axes[:2]
+    assert background.get_title() == "background: gene2"
+    assert salient.get_title() == "salient: gene2"
+    for ax, key in ((background, KEYS[0]), (salient, KEYS[1])):
+        np.testing.assert_array_equal(adata.obsm[f"{key}_umap"], sentinels[key])
+        np.testing.assert_allclose(plotted_points(ax), sorted_rows(sentinels[key]), rtol=1e-6)
+        assert (ax.get_xlabel(), ax.get_ylabel()) == ("UMAP1", "UMAP2")
+    # A gene is a continuous colour: each panel gets a colourbar after the panels.
+    assert len(fig.axes) == 4
+    plt.close(fig)
+
+
+def test_embeddings_recompute_replaces_stored_umaps(adata):
+    sentinels = with_sentinels(adata)
+    plt.close(compvi.pl.embeddings(adata, color="condition", recompute=True, show=False))
+    for key in KEYS:
+        assert adata.obsm[f"{key}_umap"].shape == (adata.n_obs, 2)
+        assert not np.allclose(adata.obsm[f"{key}_umap"], sentinels[key])
+        assert f"{key}_neighbors" in adata.uns
+
+
+def test_embeddings_errors_name_what_is_missing(adata):
+    del adata.obsm["X_compvi_background"]
+    with pytest.raises(
+        KeyError,
+        match=r"no 'X_compvi_background'.*model\.add_results\(adata\).*get_latent_representation\("
+        r"representation_kind='background'\)",
+    ):
+        compvi.pl.embeddings(adata, color="condition", show=False)
+    with pytest.raises(KeyError, match=r"no 'X_latent'.*representation_kind='salient'"):
+        compvi.pl.embeddings(
+            adata,
+            color="condition",
+            background_key="X_compvi_salient",
+            salient_key="X_latent",
+            show=False,
+        )
+    with pytest.raises(KeyError, match=r"Cannot colour by 'perturbation'"):
+        compvi.pl.embeddings(adata, color=["condition", "perturbation"], show=False)
+    with pytest.raises(ValueError, match="color must name at least one"):
+        compvi.pl.embeddings(adata, color=[], show=False)
+    assert not any(key.endswith(("_neighbors", "_umap")) for key in adata.uns)
+    assert not plt.get_fignums()
