@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from ._utils import _finish
+
 if TYPE_CHECKING:
     from .._model import ComparativeVI
 
@@ -78,8 +80,5 @@ def training_diagnostics(
     if axes[3].lines:
         axes[3].legend()
     fig.tight_layout()
-    if save is not None:
-        fig.savefig(save, bbox_inches="tight")
-    if show or (show is None and save is None):
-        plt.show()
+    _finish(fig, show, save)
     return fig
