@@ -19,8 +19,10 @@ def test_demo_writes_embeddings_plot_model_and_recovery_table(tmp_path, capsys):
     adata = ad.read_h5ad(out / "screen.h5ad")
     assert adata.obsm["X_compvi_salient"].shape == (400, 4)
     assert adata.obsm["X_compvi_background"].shape == (400, 4)
-    assert adata.obsm["X_umap_salient"].shape == (400, 2)
-    assert (out / "salient_umap.png").stat().st_size > 10_000
+    assert adata.obsm["X_compvi_salient_umap"].shape == (400, 2)
+    assert adata.obsm["X_compvi_background_umap"].shape == (400, 2)
+    assert set(adata.obs["compvi_class"].unique()) <= {"control", "responder", "escaper"}
+    assert (out / "embeddings.png").stat().st_size > 10_000
     assert (out / "model" / "model.pt").exists()
     table = pd.read_csv(out / "recovery.csv", index_col=0)
     assert table.shape == (5, 2)

@@ -80,6 +80,14 @@ def test_dependence_constraint_is_logged_and_can_be_turned_off(trained, screen):
     assert (_history(model, "dependence_multiplier") >= 0).all()
     free = fit(screen, max_epochs=1, dependence_bound=None)
     assert "dependence_multiplier" not in free.history
+    assert "background_shift_multiplier" not in model.history
+
+
+def test_background_shift_constraint_is_opt_in_and_logged(screen):
+    model = fit(screen, max_epochs=3, background_shift_bound=0.01)
+    assert {"background_shift_train", "background_shift_multiplier"} <= set(model.history)
+    assert (_history(model, "background_shift_multiplier") >= 0).all()
+    np.testing.assert_allclose(_history(model, "background_shift_bound"), 0.01)
 
 
 def test_without_the_bound_controls_keep_more_salient_signal(screen):
@@ -98,6 +106,8 @@ def test_fixed_weight_mode_and_argument_errors(screen):
         fit(screen.copy(), max_epochs=1, leakage_bound=-0.1)
     with pytest.raises(ValueError, match="dependence_bound must be >= 0"):
         fit(screen.copy(), max_epochs=1, dependence_bound=-0.1)
+    with pytest.raises(ValueError, match="background_shift_bound must be >= 0"):
+        fit(screen.copy(), max_epochs=1, background_shift_bound=-0.1)
     with pytest.raises(ValueError, match="balancing='pcgrad'"):
         fit(screen.copy(), max_epochs=1, balancing="pcgrad")
 

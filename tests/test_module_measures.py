@@ -13,12 +13,15 @@ def _posterior(loc, scale=0.1):
     return Normal(loc, torch.full_like(loc, scale))
 
 
-def test_leakage_is_mean_salient_energy_of_controls_per_dimension():
+def test_leakage_is_mean_squared_salient_mean_of_controls_per_dimension():
     module = ComparativeVAE(n_input=5, control_codes=[0], n_salient_latent=2)
     qs = _posterior([[1.0, 1.0], [0.0, 2.0], [5.0, 5.0]], scale=0.5)
     perturbed = torch.tensor([False, False, True])
-    # controls: (1 + 1 + 2 * 0.25) / 2 = 1.25 and (0 + 4 + 0.5) / 2 = 2.25
-    assert module.leakage(qs, perturbed).item() == pytest.approx((1.25 + 2.25) / 2)
+    # controls: (1 + 1) / 2 = 1 and (0 + 4) / 2 = 2; the perturbed cell does not count.
+    assert module.leakage(qs, perturbed).item() == pytest.approx((1.0 + 2.0) / 2)
+    # The posterior spread of controls does not count either.
+    wide = _posterior([[1.0, 1.0], [0.0, 2.0], [5.0, 5.0]], scale=3.0)
+    assert module.leakage(wide, perturbed).item() == pytest.approx(1.5)
 
 
 def test_dependence_matches_adjusted_squared_correlations_by_hand():
@@ -55,3 +58,30 @@ def test_dependence_of_too_few_cells_is_zero():
         _posterior(np.ones((2, 3))), _posterior(np.ones((2, 3))), torch.ones(2, dtype=torch.bool)
     )
     assert value.item() == 0.0
+
+
+def test_background_shift_matches_a_hand_computation():
+    rng = np.random.default_rng(2)
+    control = rng.normal(size=(60, 3))
+    perturbed_cells = rng.normal(size=(40, 3)) + np.array([0.5, 0, 0])
+    b = np.vstack([control, perturbed_cells])
+    perturbed = torch.tensor([False] * 60 + [True] * 40)
+    pooled = (59 * control.var(0, ddof=1) + 39 * perturbed_cells.var(0, ddof=1)) / 98
+    squared = (perturbed_cells.mean(0) - control.mean(0)) ** 2 / pooled
+    expected = (squared - (1 / 60 + 1 / 40)).mean()
+    value = ComparativeVAE.background_shift(_posterior(b), perturbed)
+    assert value.item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_background_shift_is_near_zero_for_one_distribution_and_grows_with_a_shift():
+    rng = np.random.default_rng(3)
+    b = rng.normal(size=(4000, 5))
+    perturbed = torch.as_tensor(rng.random(4000) < 0.5)
+    same = ComparativeVAE.background_shift(_posterior(b), perturbed)
+    assert abs(same.item()) < 0.005
+    shifted = b.copy()
+    shifted[perturbed.numpy()] += 1.0
+    moved = ComparativeVAE.background_shift(_posterior(shifted), perturbed)
+    assert moved.item() == pytest.approx(1.0, rel=0.1)
+    few = ComparativeVAE.background_shift(_posterior(b[:3]), torch.tensor([True, True, False]))
+    assert few.item() == 0.0

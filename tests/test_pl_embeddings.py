@@ -143,3 +143,22 @@ def test_embeddings_errors_name_what_is_missing(adata):
         compvi.pl.embeddings(adata, color=[], show=False)
     assert not any(key.endswith(("_neighbors", "_umap")) for key in adata.uns)
     assert not plt.get_fignums()
+
+
+def test_more_cells_than_scanpys_approximate_neighbour_threshold():
+    # Above 4,096 cells scanpy switches to approximate neighbours, whose sparse output broke
+    # on SciPy sparse arrays; the plot must still draw.
+    rng = np.random.default_rng(1)
+    n_cells = 4200
+    big = ad.AnnData(
+        X=np.zeros((n_cells, 1), dtype=np.float32),
+        obs=pd.DataFrame({"condition": pd.Categorical(rng.choice(["control", "A"], n_cells))}),
+    )
+    big.obs_names = [f"c{i}" for i in range(n_cells)]
+    for key in KEYS:
+        big.obsm[key] = rng.normal(size=(n_cells, 3))
+    fig = compvi.pl.embeddings(big, color="condition", show=False)
+    for key in KEYS:
+        assert big.obsm[f"{key}_umap"].shape == (n_cells, 2)
+    assert len(fig.axes[0].collections[0].get_offsets()) == n_cells
+    plt.close(fig)

@@ -46,7 +46,7 @@ def _demo(args: argparse.Namespace) -> None:
     )
     print("\nRecovery of the simulated latents (higher R² and MCC are better, leakage lower):")
     print(table.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"))
-    print(f"\nWrote {args.out}/screen.h5ad, salient_umap.png, recovery.csv and model/.")
+    print(f"\nWrote {args.out}/screen.h5ad, embeddings.png, recovery.csv and model/.")
 
 
 def _fit(args: argparse.Namespace) -> None:

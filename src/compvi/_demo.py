@@ -11,6 +11,7 @@ from anndata import AnnData
 from . import metrics
 from ._model import ComparativeVI
 from .data import simulate_screen
+from .pl import embeddings
 
 
 def recovery_table(adata: AnnData, *, salient_key: str, background_key: str) -> pd.DataFrame:
@@ -70,16 +71,15 @@ def run_demo(
 ) -> pd.DataFrame:
     """Simulate a screen, fit ComparativeVI, and write the results to ``out_dir``.
 
-    Writes ``screen.h5ad`` (``obsm["X_compvi_salient"]``, ``obsm["X_compvi_background"]``,
-    ``obsm["X_umap_salient"]``), ``salient_umap.png`` (the salient space coloured by
-    perturbation), ``recovery.csv`` and the trained model under ``model/``.
+    Writes ``screen.h5ad`` (everything :meth:`~compvi.ComparativeVI.add_results` writes,
+    and the UMAPs of both spaces), ``embeddings.png`` (background and salient UMAPs coloured
+    by perturbation), ``recovery.csv`` and the trained model under ``model/``.
 
     Returns
     -------
     The recovery table of :func:`recovery_table`.
 
     """
-    import scanpy as sc
     import scvi
 
     out_dir = Path(out_dir)
@@ -95,24 +95,11 @@ def run_demo(
     ComparativeVI.setup_anndata(adata, condition_key="condition", control_category="control")
     model = ComparativeVI(adata, n_background_latent=4, n_salient_latent=4)
     model.train(max_epochs=max_epochs)
-    adata.obsm["X_compvi_salient"] = model.get_latent_representation()
-    adata.obsm["X_compvi_background"] = model.get_latent_representation(
-        representation_kind="background"
-    )
+    model.add_results(adata)
     model.save(out_dir / "model", overwrite=True)
-
-    sc.pp.neighbors(adata, use_rep="X_compvi_salient", key_added="compvi_salient")
-    sc.tl.umap(adata, neighbors_key="compvi_salient", random_state=seed)
-    adata.obsm["X_umap_salient"] = adata.obsm.pop("X_umap")
-    figure = sc.pl.embedding(
-        adata,
-        basis="X_umap_salient",
-        color="condition",
-        title="ComparativeVI salient space (P4 is a null perturbation)",
-        show=False,
-        return_fig=True,
-    )
-    figure.savefig(out_dir / "salient_umap.png", dpi=120, bbox_inches="tight")
+    figure = embeddings(adata, color="condition", random_state=seed, show=False)
+    figure.suptitle("ComparativeVI on a simulated screen (P4 is a null perturbation)")
+    figure.savefig(out_dir / "embeddings.png", dpi=120, bbox_inches="tight")
 
     table = recovery_table(
         adata, salient_key="X_compvi_salient", background_key="X_compvi_background"

@@ -49,6 +49,11 @@ class ComparativeTrainingPlan(TrainingPlan):
         Largest mean squared correlation between the background and salient coordinates of
         perturbed cells (see :meth:`~compvi._module.ComparativeVAE.dependence`). ``None``
         turns the constraint off.
+    background_shift_bound
+        Largest standardized squared difference between the background coordinates of
+        perturbed and control cells (see
+        :meth:`~compvi._module.ComparativeVAE.background_shift`). ``None`` (the default)
+        turns the constraint off.
     leakage_weight
         A fixed penalty weight on the leakage instead of its constraint (for ablations);
         needs ``leakage_bound=None``.
@@ -66,6 +71,7 @@ class ComparativeTrainingPlan(TrainingPlan):
         balancing: Literal["mgda", "sum"] = "mgda",
         leakage_bound: float | None = 0.05,
         dependence_bound: float | None = 0.002,
+        background_shift_bound: float | None = None,
         leakage_weight: float | None = None,
         multiplier_lr: float = 1.0,
         **kwargs,
@@ -83,6 +89,11 @@ class ComparativeTrainingPlan(TrainingPlan):
         for name, bound, meaning in (
             ("leakage_bound", leakage_bound, "salient energy per dimension controls may keep"),
             ("dependence_bound", dependence_bound, "mean squared correlation of the spaces"),
+            (
+                "background_shift_bound",
+                background_shift_bound,
+                "standardized squared background shift of perturbed cells",
+            ),
         ):
             if bound is not None and bound < 0:
                 raise ValueError(
@@ -97,6 +108,7 @@ class ComparativeTrainingPlan(TrainingPlan):
                 for measure, bound in (
                     ("leakage", leakage_bound),
                     ("dependence", dependence_bound),
+                    ("background_shift", background_shift_bound),
                 )
                 if bound is not None
             }
@@ -121,7 +133,9 @@ class ComparativeTrainingPlan(TrainingPlan):
     def _raise_if_not_finite(self, loss: torch.Tensor, loss_output: LossOutput, perturbed):
         if torch.isfinite(loss):
             return
-        terms = {m: loss_output.extra_metrics[m] for m in ("leakage", "dependence")}
+        terms = {
+            m: loss_output.extra_metrics[m] for m in ("leakage", "dependence", "background_shift")
+        }
         per_cell = {**loss_output.reconstruction_loss, **loss_output.kl_local}
         for name, values in per_cell.items():
             terms[f"{name} of control cells"] = values[~perturbed].mean()

@@ -44,7 +44,7 @@ def embeddings(
     background_key
         Key of the background representation in ``adata.obsm``.
     n_neighbors
-        Neighbours of the kNN graph the UMAP is computed from.
+        Neighbours of the exact kNN graph (scikit-learn) the UMAP is computed from.
     recompute
         Compute the UMAPs again even if ``adata.obsm`` already holds them.
     random_state
@@ -88,11 +88,15 @@ def embeddings(
         _embedding(adata, key, kind)
     for key in spaces.values():
         if recompute or f"{key}_umap" not in adata.obsm:
+            # Exact neighbours: latent spaces have few dimensions, so they are fast, and
+            # scanpy 1.11's approximate (pynndescent) path above 4,096 cells fails with
+            # SciPy >= 1.15 sparse arrays ("'csr_array' object has no attribute 'getnnz'").
             sc.pp.neighbors(
                 adata,
                 use_rep=key,
                 n_neighbors=n_neighbors,
                 random_state=random_state,
+                transformer="sklearn",
                 key_added=f"{key}_neighbors",
             )
             sc.tl.umap(

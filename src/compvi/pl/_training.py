@@ -13,7 +13,7 @@ from ._utils import _finish
 if TYPE_CHECKING:
     from .._model import ComparativeVI
 
-_CONSTRAINTS = ("leakage", "dependence")
+_CONSTRAINTS = ("leakage", "dependence", "background_shift")
 
 
 def training_diagnostics(
