@@ -122,6 +122,7 @@ def test_embeddings_recompute_replaces_stored_umaps(adata):
 
 
 def test_embeddings_errors_name_what_is_missing(adata):
+    open_figures = plt.get_fignums()
     del adata.obsm["X_compvi_background"]
     with pytest.raises(
         KeyError,
@@ -142,7 +143,7 @@ def test_embeddings_errors_name_what_is_missing(adata):
     with pytest.raises(ValueError, match="color must name at least one"):
         compvi.pl.embeddings(adata, color=[], show=False)
     assert not any(key.endswith(("_neighbors", "_umap")) for key in adata.uns)
-    assert not plt.get_fignums()
+    assert plt.get_fignums() == open_figures  # errors come before any figure
 
 
 def test_more_cells_than_scanpys_approximate_neighbour_threshold():

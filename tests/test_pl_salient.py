@@ -148,6 +148,7 @@ def test_clustermap_euclidean_shows_distances(adata):
 
 @pytest.mark.parametrize("plot", [compvi.pl.salient_heatmap, compvi.pl.perturbation_clustermap])
 def test_errors_name_what_is_wrong(adata, plot):
+    open_figures = plt.get_fignums()
     with pytest.raises(KeyError, match=r"'perturbation' is not a column of adata\.obs"):
         plot(adata, groupby="perturbation", show=False)
     with pytest.raises(ValueError, match=r"Control label\(s\) \['ctrl'\] have no cells"):
@@ -159,10 +160,11 @@ def test_errors_name_what_is_wrong(adata, plot):
     adata.obsm["X_compvi_salient"][3, 1] = np.nan
     with pytest.raises(ValueError, match="contains NaN"):
         plot(adata, groupby="condition", show=False)
-    assert not plt.get_fignums()
+    assert plt.get_fignums() == open_figures  # errors come before any figure
 
 
 def test_clustermap_errors(adata):
+    open_figures = plt.get_fignums()
     with pytest.raises(ValueError, match="metric must be one of"):
         compvi.pl.perturbation_clustermap(adata, groupby="condition", metric="cityblock")
     adata.obs["arm"] = np.where(adata.obs["condition"] == "control", "control", "perturbed")
@@ -171,4 +173,4 @@ def test_clustermap_errors(adata):
     adata.obsm["X_compvi_salient"][adata.obs["arm"] == "control"] = 0
     with pytest.raises(ValueError, match="cosine distance is undefined"):
         compvi.pl.perturbation_clustermap(adata, groupby="arm")
-    assert not plt.get_fignums()
+    assert plt.get_fignums() == open_figures  # errors come before any figure

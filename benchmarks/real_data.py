@@ -1,0 +1,302 @@
+"""ComparativeVI against scvi-tools' ContrastiveVI on the two real screens in ../shared/data.
+
+Papalexi et al. 2021 (THP-1 CRISPR knock-outs): do the IFN-gamma pathway knock-outs (IFNGR1,
+IFNGR2, JAK2, STAT1) share a salient direction, does SMAD4 take another, do the null
+knock-outs CD86 and ATF2 stay near the controls? Kang et al. 2018 (PBMC ± IFN-beta): do cell
+types separate and conditions mix in the background space, and does the salient space tell
+stimulated cells from controls?
+
+Every metric is computed the same way on both models' embeddings, from fits with the same
+data, batch key, latent sizes, epochs and minibatch size.
+
+    python benchmarks/real_data.py                 # both data sets, seeds 0 and 1
+    python benchmarks/real_data.py --seeds 0 --papalexi-epochs 20 --kang-epochs 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from itertools import combinations
+from pathlib import Path
+
+import anndata as ad
+import matplotlib
+import numpy as np
+import pandas as pd
+import scvi
+from sklearn.metrics import roc_auc_score, silhouette_score
+from sklearn.model_selection import cross_val_score
+from sklearn.neighbors import KNeighborsClassifier
+
+import compvi
+from compvi._responders import score_perturbations
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+RESULTS = Path(__file__).resolve().parent / "results"
+QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
+PATHWAY = ["IFNGR1", "IFNGR2", "JAK2", "STAT1"]
+NULLS = ["CD86", "ATF2"]
+COMPVI_VARIANTS = {
+    "ComparativeVI": {},
+    "ComparativeVI, background_shift_bound=0.01": {"background_shift_bound": 0.01},
+}
+ISGS = ["ISG15", "IFI6", "IFIT3", "IFIT1", "MX1", "LY6E", "ISG20", "IFITM3"]
+
+
+def _dataset(name: str, data_dir: Path) -> dict:
+    """Read one screen and name its condition, control label and batch key."""
+    if name == "papalexi":
+        path = data_dir / "papalexi2021_thp1_crispr.h5ad"
+        spec = {"condition_key": "target", "control": "non-targeting", "batch_key": "bio_rep"}
+    else:
+        path = data_dir / "kang2018_pbmc_ifnb.h5ad"
+        spec = {"condition_key": "group_id", "control": "ctrl", "batch_key": "donor"}
+    adata = ad.read_h5ad(path)
+    if name == "kang":
+        # sample_id is condition x donor; the donor alone is the batch.
+        adata.obs["donor"] = adata.obs["sample_id"].astype(str).str[-3:].astype("category")
+    return {"adata": adata, **spec}
+
+
+def fit_both(data: dict, *, max_epochs: int, seed: int) -> dict[str, dict]:
+    """Fit ComparativeVI (defaults, and with the background-shift bound) and ContrastiveVI.
+
+    All with 10 + 10 latents and 128 cells of each group per step.
+    """
+    from scvi.external import ContrastiveVI
+
+    adata = data["adata"]
+    control = (adata.obs[data["condition_key"]] == data["control"]).to_numpy()
+    fits = {}
+
+    for name, train_kwargs in COMPVI_VARIANTS.items():
+        ours = adata.copy()
+        scvi.settings.seed = seed
+        compvi.ComparativeVI.setup_anndata(
+            ours,
+            condition_key=data["condition_key"],
+            control_category=data["control"],
+            batch_key=data["batch_key"],
+        )
+        model = compvi.ComparativeVI(ours)
+        start = time.perf_counter()
+        model.train(max_epochs=max_epochs, batch_size=128, **train_kwargs, **QUIET)
+        fits[name] = {
+            "seconds": time.perf_counter() - start,
+            "background": model.get_latent_representation(representation_kind="background"),
+            "salient": model.get_latent_representation(),
+            "model": model,
+        }
+
+    theirs = adata.copy()
+    scvi.settings.seed = seed
+    ContrastiveVI.setup_anndata(theirs, batch_key=data["batch_key"])
+    reference = ContrastiveVI(theirs, n_background_latent=10, n_salient_latent=10)
+    start = time.perf_counter()
+    reference.train(
+        background_indices=np.flatnonzero(control).tolist(),
+        target_indices=np.flatnonzero(~control).tolist(),
+        max_epochs=max_epochs,
+        batch_size=128,
+        **QUIET,
+    )
+    fits["ContrastiveVI"] = {
+        "seconds": time.perf_counter() - start,
+        "background": reference.get_latent_representation(representation_kind="background"),
+        "salient": reference.get_latent_representation(representation_kind="salient"),
+    }
+    return fits
+
+
+def knn_accuracy(latent: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
+    """Balanced accuracy of a 15-nearest-neighbour classifier, 5-fold cross-validated."""
+    classifier = KNeighborsClassifier(n_neighbors=15)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    scores = cross_val_score(
+        classifier, latent[order], labels[order], cv=5, scoring="balanced_accuracy"
+    )
+    return float(scores.mean())
+
+
+def shift_cosines(salient: np.ndarray, labels: np.ndarray, control: np.ndarray) -> pd.DataFrame:
+    """Cosine similarity between the perturbations' mean salient shifts from controls."""
+    control_mean = salient[control].mean(0)
+    targets = sorted(set(labels[~control]))
+    shifts = np.stack([salient[labels == t].mean(0) - control_mean for t in targets])
+    shifts /= np.linalg.norm(shifts, axis=1, keepdims=True)
+    return pd.DataFrame(shifts @ shifts.T, index=targets, columns=targets)
+
+
+def papalexi_scores(data: dict, fit: dict) -> tuple[dict[str, float], pd.DataFrame]:
+    """Pathway grouping, SMAD4 apartness, null knock-outs and per-target effect sizes."""
+    adata = data["adata"]
+    labels = adata.obs[data["condition_key"]].astype(str).to_numpy()
+    control = labels == data["control"]
+    salient = fit["salient"]
+    _, per_target = score_perturbations(salient, labels, control)
+    cosines = shift_cosines(salient, labels, control)
+    others = [t for t in cosines.index if t not in PATHWAY]
+    # Is each pathway knock-out's most similar target another pathway knock-out?
+    nearest_in_pathway = [cosines.loc[t].drop(t).idxmax() in PATHWAY for t in PATHWAY]
+    effect = per_target["effect_size"]
+    pathway_effect = effect[PATHWAY].median()
+    scores = {
+        "pathway cosine (within IFNGR1/IFNGR2/JAK2/STAT1)": np.mean(
+            [cosines.loc[a, b] for a, b in combinations(PATHWAY, 2)]
+        ),
+        "pathway cosine to SMAD4": cosines.loc[PATHWAY, "SMAD4"].mean(),
+        "pathway cosine to other targets": cosines.loc[PATHWAY, others].to_numpy().mean(),
+        "pathway nearest neighbour in pathway": float(np.mean(nearest_in_pathway)),
+        "CD86 effect / pathway median": effect["CD86"] / pathway_effect,
+        "ATF2 effect / pathway median": effect["ATF2"] / pathway_effect,
+        "null rank (CD86, ATF2) of 25": np.mean(
+            [int((effect > effect[t]).sum()) + 1 for t in NULLS]
+        ),
+        "pathway responder fraction": per_target.loc[PATHWAY, "responder_fraction"].mean(),
+        "null responder fraction": per_target.loc[NULLS, "responder_fraction"].mean(),
+        "target kNN accuracy, background": knn_accuracy(fit["background"], labels),
+        "s/epoch": fit["seconds"] / fit["epochs"],
+    }
+    return scores, per_target
+
+
+def kang_scores(data: dict, fit: dict) -> dict[str, float]:
+    """Cell types vs conditions in each space."""
+    adata = data["adata"]
+    condition = adata.obs[data["condition_key"]].astype(str).to_numpy()
+    cell_type = adata.obs["cluster_id"].astype(str).to_numpy()
+    stimulated = condition != data["control"]
+    background, salient = fit["background"], fit["salient"]
+    salient_norm = np.linalg.norm(salient, axis=1)
+    return {
+        "cell type kNN accuracy, background": knn_accuracy(background, cell_type),
+        "cell type silhouette, background": float(silhouette_score(background, cell_type)),
+        "condition kNN accuracy, background (0.5 = mixed)": knn_accuracy(background, condition),
+        "condition kNN accuracy, salient": knn_accuracy(salient, condition),
+        "salient norm AUROC stim vs ctrl": float(roc_auc_score(stimulated, salient_norm)),
+        "control / stimulated salient norm": float(
+            salient_norm[~stimulated].mean() / salient_norm[stimulated].mean()
+        ),
+        "s/epoch": fit["seconds"] / fit["epochs"],
+    }
+
+
+def isg_ranks(data: dict, model: compvi.ComparativeVI) -> dict[str, float]:
+    """Where known interferon-stimulated genes rank in ComparativeVI's counterfactual DE."""
+    table = model.differential_expression(silent=True)
+    table = table.sort_values("lfc_mean", ascending=False)
+    present = [g for g in ISGS if g in table.index]
+    ranks = [table.index.get_loc(g) + 1 for g in present]
+    return {f"{g} rank by LFC (of {len(table)})": r for g, r in zip(present, ranks, strict=True)}
+
+
+def _table(rows: list[dict]) -> str:
+    frame = pd.DataFrame(rows)
+    summary = frame.groupby(["metric", "model"], sort=False)["value"].agg(["mean", "std"])
+    wide = summary["mean"].unstack("model")
+    spread = summary["std"].unstack("model")
+    text = wide.map(lambda v: f"{v:.3f}") + spread.map(
+        lambda v: "" if np.isnan(v) else f" ± {v:.3f}"
+    )
+    return text.to_markdown()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    parser.add_argument("--datasets", nargs="+", default=["papalexi", "kang"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--papalexi-epochs", type=int, default=100)
+    parser.add_argument("--kang-epochs", type=int, default=300)
+    parser.add_argument("--out", type=Path, default=RESULTS / "real_data.md")
+    args = parser.parse_args(argv)
+    missing = [
+        name
+        for name, file in (
+            ("papalexi", "papalexi2021_thp1_crispr.h5ad"),
+            ("kang", "kang2018_pbmc_ifnb.h5ad"),
+        )
+        if name in args.datasets and not (args.data_dir / file).is_file()
+    ]
+    if missing:
+        raise SystemExit(
+            f"Data for {missing} is not in {args.data_dir}; see ../shared/data/README.md "
+            "(GEO GSE153056 and GSE96583) and pass --data-dir."
+        )
+    sections = ["# ComparativeVI vs ContrastiveVI on real screens\n"]
+    sections.append(
+        f"Command: `python benchmarks/real_data.py --seeds {' '.join(map(str, args.seeds))} "
+        f"--papalexi-epochs {args.papalexi_epochs} --kang-epochs {args.kang_epochs}`. "
+        "All models: 10 background + 10 salient latents, 128 cells of each group per step, "
+        "the same batch key. Mean ± sd over seeds. The ISG ranks come from ComparativeVI's "
+        "counterfactual differential expression, which ContrastiveVI lacks (nan).\n"
+    )
+    figure_data = {}
+    for name in args.datasets:
+        data = _dataset(name, args.data_dir)
+        epochs = args.papalexi_epochs if name == "papalexi" else args.kang_epochs
+        rows, per_target_tables = [], []
+        for seed in args.seeds:
+            fits = fit_both(data, max_epochs=epochs, seed=seed)
+            for model_name, fit in fits.items():
+                fit["epochs"] = epochs
+                if name == "papalexi":
+                    scores, per_target = papalexi_scores(data, fit)
+                    per_target_tables.append(per_target.assign(model=model_name, seed=seed))
+                    if model_name not in figure_data:
+                        labels = data["adata"].obs[data["condition_key"]].astype(str)
+                        figure_data[model_name] = shift_cosines(
+                            fit["salient"],
+                            labels.to_numpy(),
+                            (labels == data["control"]).to_numpy(),
+                        )
+                else:
+                    scores = kang_scores(data, fit)
+                    if "model" in fit:
+                        scores.update(isg_ranks(data, fit["model"]))
+                rows += [
+                    {"metric": k, "model": model_name, "seed": seed, "value": v}
+                    for k, v in scores.items()
+                ]
+                print(name, seed, model_name, {k: round(float(v), 3) for k, v in scores.items()})
+        sections.append(f"## {name}\n\n{_table(rows)}\n")
+        if per_target_tables:
+            effects = pd.concat(per_target_tables)
+            mean_effect = effects.groupby([effects.index, "model"])["effect_size"].mean()
+            fraction = effects.groupby([effects.index, "model"])["responder_fraction"].mean()
+            per_target = pd.DataFrame(
+                {"effect size": mean_effect, "responder fraction": fraction}
+            ).unstack("model")
+            per_target = per_target.sort_values(("effect size", "ComparativeVI"), ascending=False)
+            sections.append(
+                "Per knock-out: effect size (mean perturbation score, control SDs) and "
+                "responder fraction, mean over seeds.\n\n"
+                f"{per_target.round(2).to_markdown()}\n"
+            )
+    args.out.write_text("\n".join(sections))
+    print(f"Wrote {args.out}")
+    if figure_data:
+        first = next(iter(figure_data.values()))
+        order = [*PATHWAY, "SMAD4", *sorted(set(first.index) - {*PATHWAY, "SMAD4"})]
+        fig, axes = plt.subplots(1, len(figure_data), figsize=(6.5 * len(figure_data), 5.5))
+        for ax, (model_name, cosines) in zip(
+            np.atleast_1d(axes), figure_data.items(), strict=True
+        ):
+            image = ax.imshow(cosines.loc[order, order], cmap="RdBu_r", vmin=-1, vmax=1)
+            ax.set_xticks(range(len(order)), order, rotation=90, fontsize=7)
+            ax.set_yticks(range(len(order)), order, fontsize=7)
+            ax.set_title(
+                f"{model_name}\ncosine of salient shifts (seed {args.seeds[0]})", fontsize=9
+            )
+        fig.colorbar(image, ax=axes, shrink=0.7)
+        path = args.out.with_suffix(".png")
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        print(f"Wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
