@@ -308,7 +308,8 @@ class ComparativeVI(
         ``model.history``: ``loss_control_train`` and ``loss_perturbed_train`` (mean negative
         ELBO of each group), ``mgda_weight`` (the control objective's weight),
         ``leakage_train`` and ``leakage_multiplier``, ``dependence_train`` and
-        ``dependence_multiplier``.
+        ``dependence_multiplier``, and ``background_shift_train`` (always) with
+        ``background_shift_multiplier`` (when its bound is set).
 
         Parameters
         ----------
@@ -325,8 +326,8 @@ class ComparativeVI(
             :math:`\lVert\mu_s\rVert^2 / d_s`, the squared salient posterior mean per
             dimension, in units of the salient prior's variance, so perturbed cells spread
             like the prior have about 1 and ``0.05`` lets control cells keep about 5% of
-            that. A Lagrange multiplier
-            enforces it by dual ascent. ``None`` turns the constraint off.
+            that. A Lagrange multiplier enforces it by dual ascent. ``None`` turns the
+            constraint off.
         dependence_bound
             The largest mean squared Pearson correlation between the background and salient
             coordinates of perturbed cells, adjusted for the minibatch size so independent
