@@ -17,16 +17,11 @@ CELL_CLASSES = ("control", "responder", "escaper")
 class PerturbationScores(NamedTuple):
     """Result of :meth:`~compvi.ComparativeVI.get_perturbation_scores`.
 
-    Attributes
-    ----------
-    cells
-        One row per cell (indexed by ``obs_names``): ``condition``, ``salient_norm``,
-        ``perturbation_score``, ``responder_probability`` and ``cell_class``.
-    perturbations
-        One row per perturbation (indexed by its label), sorted by ``effect_size``:
-        ``n_cells``, ``n_responders``, ``responder_fraction``, ``effect_size``,
-        ``salient_shift``, ``bic_gain`` and ``top_genes``.
-
+    ``cells`` has one row per cell (indexed by ``obs_names``): ``condition``,
+    ``salient_norm``, ``perturbation_score``, ``responder_probability`` and ``cell_class``.
+    ``perturbations`` has one row per perturbation (indexed by its label), sorted by
+    ``effect_size``: ``n_cells``, ``n_responders``, ``responder_fraction``, ``effect_size``,
+    ``salient_shift``, ``bic_gain`` and ``top_genes``.
     """
 
     cells: pd.DataFrame
