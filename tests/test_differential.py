@@ -99,6 +99,7 @@ def test_de_is_reproducible_under_the_scvi_seed(trained):
         ({"use_permutation": True}, ValueError, "use_permutation only apply"),
         ({"groupby": "guide"}, KeyError, "groupby='guide' is not a column"),
         ({"group1": "P9"}, ValueError, "'P9' has no cells in adata.obs"),
+        ({"group1": []}, ValueError, "group1 names no group"),
         ({"reference": "control", "group2": "P9"}, ValueError, "'P9' has no cells"),
     ],
 )

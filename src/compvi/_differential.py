@@ -195,6 +195,8 @@ class DifferentialExpressionMixin:
         if group1 is None:
             group1 = [g for g in pd.unique(labels) if g not in self.control_categories]
         group1 = [group1] if isinstance(group1, str) else list(group1)
+        if not group1:
+            raise ValueError(f"group1 names no group of adata.obs[{groupby!r}] to test.")
         for group in [*group1, *([group2] if group2 is not None else [])]:
             if not (labels == str(group)).any():
                 raise ValueError(
