@@ -24,6 +24,7 @@ class Fit:
     seconds: float
     epochs: int
     two_blocks: bool = True
+    model: object | None = None
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -33,10 +34,6 @@ class Fit:
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
 
 
-def _is_control(adata: AnnData) -> np.ndarray:
-    return (adata.obs["condition"] == "control").to_numpy()
-
-
 def fit_compvi(
     adata: AnnData,
     *,
@@ -44,13 +41,16 @@ def fit_compvi(
     n_salient_latent: int = 10,
     max_epochs: int = 100,
     seed: int = 0,
+    condition_key: str = "condition",
+    control: str = "control",
+    batch_key: str | None = None,
     **train_kwargs,
 ) -> Fit:
     """ComparativeVI with its defaults unless ``train_kwargs`` say otherwise."""
     adata = adata.copy()
     scvi.settings.seed = seed
     compvi.ComparativeVI.setup_anndata(
-        adata, condition_key="condition", control_category="control"
+        adata, condition_key=condition_key, control_category=control, batch_key=batch_key
     )
     model = compvi.ComparativeVI(
         adata, n_background_latent=n_background_latent, n_salient_latent=n_salient_latent
@@ -63,6 +63,7 @@ def fit_compvi(
         salient=model.get_latent_representation(),
         seconds=seconds,
         epochs=max_epochs,
+        model=model,
     )
 
 
@@ -74,24 +75,27 @@ def fit_contrastivevi(
     max_epochs: int = 100,
     seed: int = 0,
     wasserstein_penalty: float = 0.0,
+    condition_key: str = "condition",
+    control: str = "control",
+    batch_key: str | None = None,
 ) -> Fit:
     """scvi-tools' ContrastiveVI with its defaults, on the same control/perturbed split."""
     from scvi.external import ContrastiveVI
 
     adata = adata.copy()
     scvi.settings.seed = seed
-    ContrastiveVI.setup_anndata(adata)
+    ContrastiveVI.setup_anndata(adata, batch_key=batch_key)
     model = ContrastiveVI(
         adata,
         n_background_latent=n_background_latent,
         n_salient_latent=n_salient_latent,
         wasserstein_penalty=wasserstein_penalty,
     )
-    control = _is_control(adata)
+    is_control = (adata.obs[condition_key] == control).to_numpy()
     start = time.perf_counter()
     model.train(
-        background_indices=np.flatnonzero(control).tolist(),
-        target_indices=np.flatnonzero(~control).tolist(),
+        background_indices=np.flatnonzero(is_control).tolist(),
+        target_indices=np.flatnonzero(~is_control).tolist(),
         max_epochs=max_epochs,
         **QUIET,
     )
@@ -101,6 +105,7 @@ def fit_contrastivevi(
         salient=model.get_latent_representation(representation_kind="salient"),
         seconds=seconds,
         epochs=max_epochs,
+        model=model,
     )
 
 

@@ -16,7 +16,6 @@ data, batch key, latent sizes, epochs and minibatch size.
 from __future__ import annotations
 
 import argparse
-import time
 from itertools import combinations
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import anndata as ad
 import matplotlib
 import numpy as np
 import pandas as pd
-import scvi
+from _methods import Fit, fit_compvi, fit_contrastivevi
 from sklearn.metrics import roc_auc_score, silhouette_score
 from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
@@ -37,7 +36,6 @@ import matplotlib.pyplot as plt
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
-QUIET = {"enable_progress_bar": False, "enable_model_summary": False}
 PATHWAY = ["IFNGR1", "IFNGR2", "JAK2", "STAT1"]
 NULLS = ["CD86", "ATF2"]
 COMPVI_VARIANTS = {
@@ -62,53 +60,23 @@ def _dataset(name: str, data_dir: Path) -> dict:
     return {"adata": adata, **spec}
 
 
-def fit_both(data: dict, *, max_epochs: int, seed: int) -> dict[str, dict]:
+def fit_both(data: dict, *, max_epochs: int, seed: int) -> dict[str, Fit]:
     """Fit ComparativeVI (defaults, and with the background-shift bound) and ContrastiveVI.
 
     All with 10 + 10 latents and 128 cells of each group per step.
     """
-    from scvi.external import ContrastiveVI
-
-    adata = data["adata"]
-    control = (adata.obs[data["condition_key"]] == data["control"]).to_numpy()
-    fits = {}
-
-    for name, train_kwargs in COMPVI_VARIANTS.items():
-        ours = adata.copy()
-        scvi.settings.seed = seed
-        compvi.ComparativeVI.setup_anndata(
-            ours,
-            condition_key=data["condition_key"],
-            control_category=data["control"],
-            batch_key=data["batch_key"],
-        )
-        model = compvi.ComparativeVI(ours)
-        start = time.perf_counter()
-        model.train(max_epochs=max_epochs, batch_size=128, **train_kwargs, **QUIET)
-        fits[name] = {
-            "seconds": time.perf_counter() - start,
-            "background": model.get_latent_representation(representation_kind="background"),
-            "salient": model.get_latent_representation(),
-            "model": model,
-        }
-
-    theirs = adata.copy()
-    scvi.settings.seed = seed
-    ContrastiveVI.setup_anndata(theirs, batch_key=data["batch_key"])
-    reference = ContrastiveVI(theirs, n_background_latent=10, n_salient_latent=10)
-    start = time.perf_counter()
-    reference.train(
-        background_indices=np.flatnonzero(control).tolist(),
-        target_indices=np.flatnonzero(~control).tolist(),
-        max_epochs=max_epochs,
-        batch_size=128,
-        **QUIET,
-    )
-    fits["ContrastiveVI"] = {
-        "seconds": time.perf_counter() - start,
-        "background": reference.get_latent_representation(representation_kind="background"),
-        "salient": reference.get_latent_representation(representation_kind="salient"),
+    common = {
+        "max_epochs": max_epochs,
+        "seed": seed,
+        "condition_key": data["condition_key"],
+        "control": data["control"],
+        "batch_key": data["batch_key"],
     }
+    fits = {
+        name: fit_compvi(data["adata"], **common, **train_kwargs)
+        for name, train_kwargs in COMPVI_VARIANTS.items()
+    }
+    fits["ContrastiveVI"] = fit_contrastivevi(data["adata"], **common)
     return fits
 
 
@@ -131,12 +99,12 @@ def shift_cosines(salient: np.ndarray, labels: np.ndarray, control: np.ndarray) 
     return pd.DataFrame(shifts @ shifts.T, index=targets, columns=targets)
 
 
-def papalexi_scores(data: dict, fit: dict) -> tuple[dict[str, float], pd.DataFrame]:
+def papalexi_scores(data: dict, fit: Fit) -> tuple[dict[str, float], pd.DataFrame]:
     """Pathway grouping, SMAD4 apartness, null knock-outs and per-target effect sizes."""
     adata = data["adata"]
     labels = adata.obs[data["condition_key"]].astype(str).to_numpy()
     control = labels == data["control"]
-    salient = fit["salient"]
+    salient = fit.salient
     _, per_target = score_perturbations(salient, labels, control)
     cosines = shift_cosines(salient, labels, control)
     others = [t for t in cosines.index if t not in PATHWAY]
@@ -158,19 +126,19 @@ def papalexi_scores(data: dict, fit: dict) -> tuple[dict[str, float], pd.DataFra
         ),
         "pathway responder fraction": per_target.loc[PATHWAY, "responder_fraction"].mean(),
         "null responder fraction": per_target.loc[NULLS, "responder_fraction"].mean(),
-        "target kNN accuracy, background": knn_accuracy(fit["background"], labels),
-        "s/epoch": fit["seconds"] / fit["epochs"],
+        "target kNN accuracy, background": knn_accuracy(fit.background, labels),
+        "s/epoch": fit.seconds_per_epoch,
     }
     return scores, per_target
 
 
-def kang_scores(data: dict, fit: dict) -> dict[str, float]:
+def kang_scores(data: dict, fit: Fit) -> dict[str, float]:
     """Cell types vs conditions in each space."""
     adata = data["adata"]
     condition = adata.obs[data["condition_key"]].astype(str).to_numpy()
     cell_type = adata.obs["cluster_id"].astype(str).to_numpy()
     stimulated = condition != data["control"]
-    background, salient = fit["background"], fit["salient"]
+    background, salient = fit.background, fit.salient
     salient_norm = np.linalg.norm(salient, axis=1)
     return {
         "cell type kNN accuracy, background": knn_accuracy(background, cell_type),
@@ -181,7 +149,7 @@ def kang_scores(data: dict, fit: dict) -> dict[str, float]:
         "control / stimulated salient norm": float(
             salient_norm[~stimulated].mean() / salient_norm[stimulated].mean()
         ),
-        "s/epoch": fit["seconds"] / fit["epochs"],
+        "s/epoch": fit.seconds_per_epoch,
     }
 
 
@@ -243,21 +211,20 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:
             fits = fit_both(data, max_epochs=epochs, seed=seed)
             for model_name, fit in fits.items():
-                fit["epochs"] = epochs
                 if name == "papalexi":
                     scores, per_target = papalexi_scores(data, fit)
                     per_target_tables.append(per_target.assign(model=model_name, seed=seed))
                     if model_name not in figure_data:
                         labels = data["adata"].obs[data["condition_key"]].astype(str)
                         figure_data[model_name] = shift_cosines(
-                            fit["salient"],
+                            fit.salient,
                             labels.to_numpy(),
                             (labels == data["control"]).to_numpy(),
                         )
                 else:
                     scores = kang_scores(data, fit)
-                    if "model" in fit:
-                        scores.update(isg_ranks(data, fit["model"]))
+                    if isinstance(fit.model, compvi.ComparativeVI):
+                        scores.update(isg_ranks(data, fit.model))
                 rows += [
                     {"metric": k, "model": model_name, "seed": seed, "value": v}
                     for k, v in scores.items()
