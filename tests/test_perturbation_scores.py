@@ -134,6 +134,10 @@ def test_perturbation_scores_tables(trained):
     lfc = np.log2(full + 1) - np.log2(background + 1)
     expected = lfc.abs().sort_values(ascending=False).index[:3]
     assert summary.loc["P1", "top_genes"] == ", ".join(f"{g} ({lfc[g]:+.2f})" for g in expected)
+    # No responder component sits 1,000 control SDs above the controls.
+    strict = model.get_perturbation_scores(min_effect=1000.0, n_top_genes=0)
+    assert (strict.perturbations["n_responders"] == 0).all()
+    assert (strict.cells.loc[~control, "cell_class"] == "escaper").all()
     with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\)"):
         model.get_perturbation_scores(threshold=1.0)
 

@@ -93,7 +93,9 @@ class PerturbationScoresMixin:
         codes = np.asarray(manager.get_from_registry(REGISTRY_KEYS.CONDITION_KEY)).ravel()
         labels = np.asarray(self.conditions)[codes]
         control = ~self._is_perturbed(manager)
-        scores, perturbations = score_perturbations(salient, labels, control, threshold=threshold)
+        scores, perturbations = score_perturbations(
+            salient, labels, control, threshold=threshold, min_effect=min_effect
+        )
         cells = pd.DataFrame(
             {
                 "condition": pd.Categorical(labels, categories=self.conditions),
