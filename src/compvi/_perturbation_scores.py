@@ -14,6 +14,14 @@ from ._responders import score_perturbations
 CELL_CLASSES = ("control", "responder", "escaper")
 
 
+def _check_scoring(threshold: float, n_top_genes: int) -> None:
+    """Raise on scoring options that cannot work, before any cell is encoded."""
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}.")
+    if not isinstance(n_top_genes, int) or n_top_genes < 0:
+        raise ValueError(f"n_top_genes must be a non-negative integer, got {n_top_genes!r}.")
+
+
 class PerturbationScores(NamedTuple):
     """Result of :meth:`~compvi.ComparativeVI.get_perturbation_scores`.
 
@@ -83,13 +91,22 @@ class PerturbationScoresMixin:
         the responder mixture beat "every cell is like a control".
 
         """
-        if not 0 < threshold < 1:
-            raise ValueError(f"threshold must be in (0, 1), got {threshold}.")
-        if not isinstance(n_top_genes, int) or n_top_genes < 0:
-            raise ValueError(f"n_top_genes must be a non-negative integer, got {n_top_genes!r}.")
+        _check_scoring(threshold, n_top_genes)
         adata = self._validate_anndata(adata)
-        manager = self.get_anndata_manager(adata, required=True)
         salient = self.get_latent_representation(adata, batch_size=batch_size)
+        return self._score_salient(adata, salient, threshold, min_effect, n_top_genes, batch_size)
+
+    def _score_salient(
+        self,
+        adata: AnnData,
+        salient: np.ndarray,
+        threshold: float,
+        min_effect: float,
+        n_top_genes: int,
+        batch_size: int | None,
+    ) -> PerturbationScores:
+        """Score validated ``adata`` from its salient embedding, already encoded."""
+        manager = self.get_anndata_manager(adata, required=True)
         codes = np.asarray(manager.get_from_registry(REGISTRY_KEYS.CONDITION_KEY)).ravel()
         labels = np.asarray(self.conditions)[codes]
         control = ~self._is_perturbed(manager)
@@ -172,18 +189,16 @@ class PerturbationScoresMixin:
             ``{"perturbations": <per-perturbation table>, "params": {...}}``.
 
         """
+        _check_scoring(threshold, n_top_genes)
         adata = self._validate_anndata(adata)
-        scores = self.get_perturbation_scores(
-            adata,
-            threshold=threshold,
-            min_effect=min_effect,
-            n_top_genes=n_top_genes,
-            batch_size=batch_size,
+        salient = self.get_latent_representation(adata, batch_size=batch_size)
+        scores = self._score_salient(
+            adata, salient, threshold, min_effect, n_top_genes, batch_size
         )
-        for kind in ("salient", "background"):
-            adata.obsm[f"X_{key_added}_{kind}"] = self.get_latent_representation(
-                adata, representation_kind=kind, batch_size=batch_size
-            )
+        adata.obsm[f"X_{key_added}_salient"] = salient
+        adata.obsm[f"X_{key_added}_background"] = self.get_latent_representation(
+            adata, representation_kind="background", batch_size=batch_size
+        )
         for column in ("salient_norm", "perturbation_score", "responder_probability"):
             adata.obs[f"{key_added}_{column}"] = scores.cells[column].to_numpy()
         adata.obs[f"{key_added}_class"] = scores.cells["cell_class"].array
