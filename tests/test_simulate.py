@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import sparse
 
@@ -192,6 +193,22 @@ def test_parameters_round_trip_through_h5ad(adata, tmp_path):
         ({"mean_library_size": -1.0}, "mean_library_size"),
         ({"seed": -1}, "seed"),
         ({"seed": None}, "seed"),
+        ({"salient_scale_range": (0.0, 1.0)}, "salient_scale_range"),
+        ({"salient_scale_range": (1.5, 0.5)}, "salient_scale_range"),
+        ({"salient_scale_range": (0.5, np.inf)}, "salient_scale_range"),
+        ({"salient_scale_range": 1.0}, "salient_scale_range"),
+        ({"salient_scale_range": "wide"}, "salient_scale_range"),
+        ({"salient_distribution": "gmm"}, "salient_distribution"),
+        ({"salient_distribution": "mixture", "n_salient_components": 0}, "n_salient_components"),
+        ({"salient_graph": np.ones((3, 3))}, r"shape \(n_perturbations, n_salient_latent\)"),
+        ({"salient_graph": np.ones(4)}, r"got shape \(4,\)"),
+        ({"salient_graph": np.full((3, 4), 0.7)}, r"only 0 \(no edge\) and 1"),
+        ({"salient_graph": np.full((3, 4), np.nan)}, r"only 0 \(no edge\) and 1"),
+        ({"salient_graph": [[1, 0], [1]]}, "salient_graph must be a 0/1 array"),
+        (
+            {"salient_graph": np.ones((3, 4)), "salient_distribution": "mixture"},
+            "salient_graph cannot be combined with salient_distribution='mixture'",
+        ),
     ],
 )
 def test_bad_arguments(kwargs, match):
@@ -204,6 +221,123 @@ def test_too_few_cells():
         simulate_screen(3, 10, n_perturbations=3, control_fraction=0.3)
     with pytest.raises(ValueError, match="at least one control cell"):
         simulate_screen(3, 10, n_perturbations=1, control_fraction=0.1)
+
+
+# ------------------------------------------------------------ salient options
+def test_default_random_streams_are_pinned():
+    # Values from simulate_screen(500, 50, seed=3) before the salient options existed:
+    # benchmark results depend on the default screens, so new options must not shift the
+    # default draws. A change to any stream (conditions, latents, mixing, counts) breaks
+    # one of these.
+    adata = simulate_screen(500, 50, seed=3)
+    codes = adata.obs["condition"].cat.codes.to_numpy()
+    assert codes[:12].tolist() == [0, 1, 0, 3, 2, 2, 0, 3, 0, 1, 0, 3]
+    np.testing.assert_allclose(
+        adata.obsm["true_background"][0], [-2.196833, -0.041824, -0.399147, -2.093669], atol=1e-6
+    )
+    np.testing.assert_allclose(
+        adata.obsm["true_salient"][[1, 3]],
+        [[-0.095957, 0.308527, -0.082372, -3.692096], [-1.030989, 1.572913, 0.436242, 0.63237]],
+        atol=1e-6,
+    )
+    assert adata.X.sum() == 997834
+    np.testing.assert_array_equal(
+        adata.X[:2, :6].toarray(), [[7, 1, 2, 2, 0, 1], [3, 12, 7, 4, 6, 4]]
+    )
+    assert "true_component" not in adata.obs
+    params = adata.uns["simulation"]
+    assert params["salient_scale_range"] == [0.5, 1.5]
+    assert params["salient_distribution"] == "gaussian"
+    assert "salient_graph" not in params
+
+
+def _per_perturbation_std(adata: ad.AnnData) -> np.ndarray:
+    salient = adata.obsm["true_salient"]
+    condition = adata.obs["condition"]
+    labels = condition.cat.categories[1:]
+    return np.stack([salient[(condition == label).to_numpy()].std(axis=0) for label in labels])
+
+
+def test_scale_range_sets_the_within_perturbation_spread():
+    adata = simulate_screen(6000, 10, salient_scale_range=(0.8, 0.8), seed=1)
+    np.testing.assert_allclose(_per_perturbation_std(adata), 0.8, rtol=0.08)
+    # Only the scales change: the conditions and background latent do not.
+    default = simulate_screen(6000, 10, seed=1)
+    assert adata.obs["condition"].equals(default.obs["condition"])
+    np.testing.assert_array_equal(adata.obsm["true_background"], default.obsm["true_background"])
+
+
+GRAPH = np.array([[1, 0, 0, 1], [0, 1, 0, 0], [0, 1, 1, 0]])
+
+
+def test_graph_moves_only_the_factors_on_edges():
+    adata = simulate_screen(3000, 20, salient_graph=GRAPH, perturbation_strength=2.0, seed=2)
+    salient = adata.obsm["true_salient"]
+    condition = adata.obs["condition"].to_numpy()
+    for k, row in enumerate(GRAPH):
+        cells = salient[condition == f"P{k + 1}"]
+        off, on = row == 0, row == 1
+        # Exactly 0, and +0.0 rather than -0.0, off the edges.
+        assert (cells[:, off] == 0).all() and not np.signbit(cells[:, off]).any()
+        assert (cells[:, on].std(axis=0) > 0.5).all()
+        # Edge means have magnitude in [1, 2], times the strength 2.
+        magnitudes = np.abs(cells[:, on].mean(axis=0)) / 2.0
+        assert ((magnitudes > 0.85) & (magnitudes < 2.15)).all()
+    assert (salient[condition == "control"] == 0).all()
+    assert adata.uns["simulation"]["salient_graph"] == GRAPH.tolist()
+    default = simulate_screen(3000, 20, perturbation_strength=2.0, seed=2)
+    np.testing.assert_array_equal(adata.obsm["true_background"], default.obsm["true_background"])
+
+
+def test_graph_accepts_booleans_and_data_frames():
+    frame = pd.DataFrame(GRAPH.astype(bool), index=["P1", "P2", "P3"])
+    from_frame = simulate_screen(300, 10, salient_graph=frame, seed=0).obsm["true_salient"]
+    from_array = simulate_screen(300, 10, salient_graph=GRAPH, seed=0).obsm["true_salient"]
+    np.testing.assert_array_equal(from_frame, from_array)
+
+
+def test_mixture_components_carry_the_stored_parameters(tmp_path):
+    adata = simulate_screen(
+        9000,
+        10,
+        salient_distribution="mixture",
+        n_salient_components=3,
+        perturbation_strength=[1.0, 2.0, 0.0],
+        seed=5,
+    )
+    params = adata.uns["simulation"]
+    means = np.array(params["component_means"])
+    scales = np.array(params["component_scales"])
+    weights = np.array(params["component_weights"])
+    assert means.shape == scales.shape == (3, 4) and weights.shape == (3, 3)
+    np.testing.assert_allclose(np.linalg.norm(means, axis=1), 2.0)
+    assert ((scales >= 0.5) & (scales <= 1.5)).all()
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0)
+
+    component = adata.obs["true_component"].to_numpy()
+    condition = adata.obs["condition"].to_numpy()
+    salient = adata.obsm["true_salient"]
+    # -1 exactly where the salient latent is 0: controls and the null perturbation P3.
+    np.testing.assert_array_equal(component == -1, np.isin(condition, ["control", "P3"]))
+    for k in (0, 1):
+        in_k = condition == f"P{k + 1}"
+        shares = np.bincount(component[in_k], minlength=3) / in_k.sum()
+        np.testing.assert_allclose(shares, weights[k], atol=0.04)
+    # Divided by its perturbation's strength, each component's cells have the stored mean
+    # and scales.
+    strength = np.select([condition == "P1", condition == "P2"], [1.0, 2.0], 1.0)
+    unscaled = salient / strength[:, None]
+    for c in range(3):
+        cells = unscaled[component == c]
+        assert len(cells) > 900
+        np.testing.assert_allclose(cells.mean(axis=0), means[c], atol=0.1)
+        np.testing.assert_allclose(cells.std(axis=0), scales[c], rtol=0.1)
+
+    path = tmp_path / "mixture.h5ad"
+    adata.write_h5ad(path)
+    read = ad.read_h5ad(path)
+    np.testing.assert_array_equal(read.obs["true_component"], component)
+    np.testing.assert_allclose(read.uns["simulation"]["component_means"], means)
 
 
 # --------------------------------------------------------------- named settings
