@@ -340,6 +340,43 @@ def test_mixture_components_carry_the_stored_parameters(tmp_path):
     np.testing.assert_allclose(read.uns["simulation"]["component_means"], means)
 
 
+def test_conditional_screen_varies_the_variances_over_perturbations():
+    adata = simulate_setting("conditional_screen", n_cells=6000, n_genes=10)
+    assert adata.obs["condition"].cat.categories.size == 11
+    std = _per_perturbation_std(adata)
+    # Scales drawn from [0.3, 2.0]: along every factor some perturbations spread the
+    # cells several times more than others.
+    assert (std.max(axis=0) / std.min(axis=0) > 2.5).all()
+
+
+def test_mixture_screen_draws_from_a_mixture():
+    adata = simulate_setting("mixture_screen", n_cells=600, n_genes=10)
+    params = adata.uns["simulation"]
+    assert params["salient_distribution"] == "mixture"
+    assert params["n_salient_components"] == 4
+    component = adata.obs["true_component"]
+    assert set(component[adata.obs["condition"] != "control"]) <= {0, 1, 2, 3}
+
+
+def test_sparse_screen_graph_distinguishes_the_factors():
+    graph = np.array(SETTINGS["sparse_screen"].simulation["salient_graph"])
+    assert graph.shape == (8, 5)
+    assert set(graph.sum(axis=1)) <= {1, 2}
+    assert (graph.sum(axis=0) >= 2).all()
+    assert len({tuple(row) for row in graph}) == len(graph)
+    # Mechanism-sparsity criterion: the perturbations moving factor j share only j.
+    for j in range(graph.shape[1]):
+        shared = graph[graph[:, j] == 1].all(axis=0)
+        assert np.flatnonzero(shared).tolist() == [j]
+    adata = simulate_setting("sparse_screen", n_cells=800, n_genes=10)
+    np.testing.assert_array_equal(adata.uns["simulation"]["salient_graph"], graph)
+    salient = adata.obsm["true_salient"]
+    condition = adata.obs["condition"].to_numpy()
+    for k, row in enumerate(graph):
+        moved = (salient[condition == f"P{k + 1}"] != 0).any(axis=0)
+        np.testing.assert_array_equal(moved, row == 1)
+
+
 # --------------------------------------------------------------- named settings
 @pytest.mark.parametrize("name", sorted(SETTINGS))
 def test_named_settings_simulate_what_they_describe(name):
@@ -347,8 +384,9 @@ def test_named_settings_simulate_what_they_describe(name):
     setting = SETTINGS[name]
     assert adata.uns["simulation"]["setting"] == name
     assert adata.uns["simulation"]["mixing"] == setting.simulation["mixing"]
-    assert adata.obsm["true_background"].shape[1] >= 4
-    assert adata.obsm["true_salient"].shape[1] >= 4
+    assert adata.obsm["true_background"].shape[1] == setting.n_background_latent == 4
+    assert adata.obsm["true_salient"].shape[1] == setting.n_salient_latent
+    assert setting.n_salient_latent == (5 if name == "sparse_screen" else 4)
     assert setting.piecewise_affine == (setting.simulation["mixing"] != "tanh")
 
 
