@@ -3,7 +3,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compvi.metrics import affine_r2, leakage, mcc, random_rotation_floor, seed_stability
+from compvi.metrics import (
+    affine_r2,
+    leakage,
+    match_factors,
+    mcc,
+    random_rotation_floor,
+    seed_stability,
+)
 
 # Two exactly uncorrelated, zero-mean columns of equal variance (1/2), for hand computations.
 A = np.array([1.0, -1.0, 0.0, 0.0])
@@ -284,3 +291,30 @@ def test_log_counts_pca_matches_pca_of_log1p_dense_counts_up_to_sign():
     np.testing.assert_allclose(np.abs(result), np.abs(expected), atol=1e-8)
     with pytest.raises(ValueError, match="n_components must be between 1 and"):
         log_counts_pca(counts, 9)
+
+
+# ------------------------------------------------------------------ factor matching
+def test_match_factors_undoes_permutation_and_sign_flip_and_skips_surplus_columns(rng):
+    z = rng.normal(size=(500, 3))
+    # True column 0 sits in learned column 2, 1 in 3 (flipped), 2 in 0; column 1 is noise.
+    learned = np.column_stack([0.5 * z[:, 2], rng.normal(size=500), -2 * z[:, 0], -z[:, 1]])
+    np.testing.assert_array_equal(match_factors(z, learned), [2, 3, 0])
+    np.testing.assert_array_equal(match_factors(z, learned, method="spearman"), [2, 3, 0])
+
+
+def test_match_factors_is_the_matching_mcc_averages_over(rng):
+    true = np.column_stack([A, B])
+    # As in the rectangular mcc test: B must settle for A + B because A goes to true A.
+    np.testing.assert_array_equal(match_factors(true, np.column_stack([A + B, A])), [1, 0])
+    z = rng.normal(size=(300, 4))
+    learned = z @ rng.normal(size=(4, 5)) + rng.normal(size=(300, 5))
+    matching = match_factors(z, learned)
+    corr = [abs(np.corrcoef(z[:, j], learned[:, m])[0, 1]) for j, m in enumerate(matching)]
+    assert mcc(z, learned) == pytest.approx(np.mean(corr))
+
+
+def test_match_factors_checks_inputs_as_mcc_does():
+    with pytest.raises(ValueError, match="at least as many columns as true"):
+        match_factors(np.ones((10, 3)), np.ones((10, 2)))
+    with pytest.raises(ValueError, match="true has constant columns"):
+        match_factors(np.column_stack([A, np.ones(4)]), np.ones((4, 2)))

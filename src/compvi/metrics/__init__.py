@@ -1,17 +1,18 @@
-"""Metrics of identifiability: block-wise affine recovery, leakage and component recovery."""
+"""Metrics of identifiability: block-wise affine recovery, leakage, components and graphs."""
 
 from __future__ import annotations
 
 from ._affine import affine_r2
 from ._baselines import log_counts_pca
 from ._leakage import leakage
-from ._mcc import mcc, random_rotation_floor
+from ._mcc import match_factors, mcc, random_rotation_floor
 from ._stability import seed_stability
 
 __all__ = [
     "affine_r2",
     "leakage",
     "log_counts_pca",
+    "match_factors",
     "mcc",
     "random_rotation_floor",
     "seed_stability",

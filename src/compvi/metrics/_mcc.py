@@ -29,7 +29,8 @@ def mcc(
     The absolute correlations between every column of ``true`` and every column of
     ``learned`` are computed, each true column is matched to a distinct learned column so
     that the summed absolute correlation is maximal (Hungarian algorithm), and the matched
-    absolute correlations are averaged.
+    absolute correlations are averaged. :func:`~compvi.metrics.match_factors` returns the
+    matching itself.
 
     MCC measures component-wise recovery: it is 1 when every true component is recovered
     by one learned component up to scaling, sign and (for ``"spearman"``) any monotone
@@ -65,28 +66,52 @@ def mcc(
     1.0
 
     """
-    true = as_matrix(true, "true")
-    learned = as_matrix(learned, "learned")
-    check_same_rows(_MIN_ROWS, true=true, learned=learned)
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
-    if learned.shape[1] < true.shape[1]:
-        raise ValueError(
-            f"learned must have at least as many columns as true to match each true "
-            f"component to its own learned one, got {learned.shape[1]} learned and "
-            f"{true.shape[1]} true columns; compare a subset of the true columns instead."
-        )
-    if (np.ptp(true, axis=0) == 0).any():
-        raise ValueError(
-            "true has constant columns, whose correlation is undefined; drop them or pass "
-            "only the cells on which they vary (e.g. perturbed cells for a salient latent)."
-        )
+    _, matched_corr = _match(true, learned, method)
+    return float(matched_corr.mean())
 
-    if method == "spearman":
-        true, learned = rankdata(true, axis=0), rankdata(learned, axis=0)
-    abs_corr = np.abs(_standardise(true).T @ _standardise(learned)) / len(true)
-    rows, cols = linear_sum_assignment(abs_corr, maximize=True)
-    return float(abs_corr[rows, cols].mean())
+
+def match_factors(
+    true: ArrayLike,
+    learned: ArrayLike,
+    *,
+    method: Literal["pearson", "spearman"] = "pearson",
+) -> np.ndarray:
+    """Match each true latent component to its own learned component, as :func:`mcc` does.
+
+    Each column of ``true`` is paired with a distinct column of ``learned`` so that the
+    summed absolute correlation is maximal (Hungarian algorithm): the matching whose
+    correlations :func:`~compvi.metrics.mcc` averages. Use it to line up anything indexed
+    by factor, such as a learned perturbation -> factor graph (see
+    :func:`~compvi.metrics.structural_hamming_distance`). A matching is only meaningful to
+    the extent that the MCC exceeds :func:`~compvi.metrics.random_rotation_floor`.
+
+    Parameters
+    ----------
+    true
+        Ground-truth latent, ``(n_cells, d_true)``; a 1-D array is one column. No column
+        may be constant.
+    learned
+        Learned representation of the same cells, ``(n_cells, d_learned)`` with
+        ``d_learned >= d_true``.
+    method
+        ``"pearson"`` (linear correlation) or ``"spearman"`` (rank correlation).
+
+    Returns
+    -------
+    Integer array of length ``d_true``: entry ``j`` is the index of the learned column
+    matched to true column ``j``. Learned columns not listed match no true component.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from compvi.metrics import match_factors
+    >>> z = np.random.default_rng(0).normal(size=(500, 3))
+    >>> match_factors(z, -2.0 * z[:, [2, 0, 1]]).tolist()
+    [1, 2, 0]
+
+    """
+    matching, _ = _match(true, learned, method)
+    return matching
 
 
 def random_rotation_floor(
@@ -143,6 +168,37 @@ def random_rotation_floor(
         q *= np.sign(np.diag(r))
         scores.append(mcc(true, true @ q, method=method))
     return float(np.mean(scores))
+
+
+def _match(true: ArrayLike, learned: ArrayLike, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """Check the inputs of :func:`mcc` and match their columns by absolute correlation.
+
+    Returns the learned column matched to each true column and the matched absolute
+    correlations.
+    """
+    true = as_matrix(true, "true")
+    learned = as_matrix(learned, "learned")
+    check_same_rows(_MIN_ROWS, true=true, learned=learned)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    if learned.shape[1] < true.shape[1]:
+        raise ValueError(
+            f"learned must have at least as many columns as true to match each true "
+            f"component to its own learned one, got {learned.shape[1]} learned and "
+            f"{true.shape[1]} true columns; compare a subset of the true columns instead."
+        )
+    if (np.ptp(true, axis=0) == 0).any():
+        raise ValueError(
+            "true has constant columns, whose correlation is undefined; drop them or pass "
+            "only the cells on which they vary (e.g. perturbed cells for a salient latent)."
+        )
+
+    if method == "spearman":
+        true, learned = rankdata(true, axis=0), rankdata(learned, axis=0)
+    abs_corr = np.abs(_standardise(true).T @ _standardise(learned)) / len(true)
+    # With no more rows than columns, the row indices come back as 0, ..., d_true - 1.
+    rows, cols = linear_sum_assignment(abs_corr, maximize=True)
+    return cols, abs_corr[rows, cols]
 
 
 def _standardise(x: np.ndarray) -> np.ndarray:
