@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from compvi.metrics import (
@@ -10,6 +11,7 @@ from compvi.metrics import (
     mcc,
     random_rotation_floor,
     seed_stability,
+    structural_hamming_distance,
 )
 
 # Two exactly uncorrelated, zero-mean columns of equal variance (1/2), for hand computations.
@@ -318,3 +320,77 @@ def test_match_factors_checks_inputs_as_mcc_does():
         match_factors(np.ones((10, 3)), np.ones((10, 2)))
     with pytest.raises(ValueError, match="true has constant columns"):
         match_factors(np.column_stack([A, np.ones(4)]), np.ones((4, 2)))
+
+
+# ------------------------------------------------------------------ graph recovery
+# Four perturbations x three true factors.
+TRUE_GRAPH = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 1], [0, 1, 1]])
+
+
+def learned_graph() -> pd.DataFrame:
+    """The true graph in learned columns [2, 3, 0] (matching [2, 3, 0]), with mistakes."""
+    learned = np.full((4, 4), 0.1)
+    learned[:, [2, 3, 0]] = np.where(TRUE_GRAPH == 1, 0.9, 0.1)
+    learned[1, 2] = 0.8  # extra: P2 -> true factor 0
+    learned[2, 0] = 0.3  # missing: P3 -> true factor 2
+    # The surplus column 1 has two edges; 0.5 is not above the threshold.
+    learned[:, 1] = [0.7, 0.5, 0.95, 0.2]
+    return pd.DataFrame(learned, index=["P1", "P2", "P3", "P4"], columns=["s1", "s2", "s3", "s4"])
+
+
+def test_shd_counts_missing_and_extra_edges_over_matched_columns():
+    result = structural_hamming_distance(TRUE_GRAPH, learned_graph(), [2, 3, 0])
+    assert result == {"shd": 2, "missing": 1, "extra": 1, "unmatched_edges": 2}
+    # With matched columns as true, the SHD is 0 whatever the surplus column holds.
+    exact = learned_graph()
+    exact.iloc[1, 2], exact.iloc[2, 0] = 0.1, 0.9
+    assert structural_hamming_distance(TRUE_GRAPH, exact, [2, 3, 0])["shd"] == 0
+
+
+def test_shd_threshold_decides_which_probabilities_are_edges():
+    # Above 0.75 only the 0.9s, 0.8 and 0.95 remain: P3 -> factor 2 stays missing, the
+    # extra 0.8 stays, and the surplus column keeps only 0.95.
+    result = structural_hamming_distance(TRUE_GRAPH, learned_graph(), [2, 3, 0], threshold=0.75)
+    assert result == {"shd": 2, "missing": 1, "extra": 1, "unmatched_edges": 1}
+    result = structural_hamming_distance(TRUE_GRAPH, learned_graph(), [2, 3, 0], threshold=0.85)
+    assert result == {"shd": 1, "missing": 1, "extra": 0, "unmatched_edges": 1}
+
+
+def test_shd_after_matching_a_permuted_sign_flipped_latent(rng):
+    z = rng.normal(size=(500, 3))
+    learned_latent = np.column_stack([0.5 * z[:, 2], rng.normal(size=500), -2 * z[:, 0], -z[:, 1]])
+    matching = match_factors(z, learned_latent)
+    true_frame = pd.DataFrame(TRUE_GRAPH, index=["P1", "P2", "P3", "P4"])
+    result = structural_hamming_distance(true_frame, learned_graph().to_numpy(), matching)
+    assert result["shd"] == 2 and result["unmatched_edges"] == 2
+
+
+@pytest.mark.parametrize(
+    ("true", "learned", "matching", "kwargs", "match"),
+    [
+        (TRUE_GRAPH[:3], np.zeros((4, 4)), [0, 1, 2], {}, "got 3 and 4 rows"),
+        (TRUE_GRAPH, np.zeros((4, 2)), [0, 1, 2], {}, "at least as many factor columns"),
+        (TRUE_GRAPH * 0.5, np.zeros((4, 4)), [0, 1, 2], {}, r"only 0 \(no edge\) and 1"),
+        (TRUE_GRAPH, np.full((4, 4), 1.2), [0, 1, 2], {}, r"probabilities in \[0, 1\]"),
+        (TRUE_GRAPH, np.full((4, 4), np.nan), [0, 1, 2], {}, "learned_graph contains NaN"),
+        (TRUE_GRAPH, np.zeros(4), [0, 1, 2], {}, "learned_graph must be 2-D"),
+        (TRUE_GRAPH, np.zeros((4, 4)), [0, 1], {}, "one integer learned-column index"),
+        (TRUE_GRAPH, np.zeros((4, 4)), [0.0, 1.0, 2.0], {}, "one integer learned-column"),
+        (TRUE_GRAPH, np.zeros((4, 4)), [0, 1, 1], {}, "distinct learned columns"),
+        (TRUE_GRAPH, np.zeros((4, 4)), [0, 1, 4], {}, "distinct learned columns in 0, ..., 3"),
+        (TRUE_GRAPH, np.zeros((4, 4)), [0, 1, 2], {"threshold": 1.0}, "threshold"),
+        (TRUE_GRAPH, np.zeros((4, 4)), [0, 1, 2], {"threshold": 0}, "threshold"),
+    ],
+)
+def test_shd_errors(true, learned, matching, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        structural_hamming_distance(true, learned, matching, **kwargs)
+
+
+def test_shd_rejects_data_frames_with_different_row_order():
+    true = pd.DataFrame(TRUE_GRAPH, index=["P1", "P2", "P3", "P4"])
+    learned = learned_graph().iloc[::-1]
+    with pytest.raises(ValueError, match="different row labels"):
+        structural_hamming_distance(true, learned, [2, 3, 0])
+    result = structural_hamming_distance(true, learned.loc[true.index], [2, 3, 0])
+    assert result["shd"] == 2
