@@ -26,6 +26,7 @@ DATA_SOURCES = _DataSources()
 
 BALANCING_MODES = ("mgda", "sum")
 GENE_LIKELIHOODS = ("nb", "zinb", "poisson")
+PRIORS = ("normal", "mixture", "conditional", "sparse")
 REPRESENTATION_KINDS = ("salient", "background")
 EXPRESSION_KINDS = ("full", "background")
 DE_REFERENCES = ("counterfactual", "control")

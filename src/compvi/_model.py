@@ -24,6 +24,7 @@ from scvi.train import TrainRunner
 from . import _validation
 from ._constants import (
     GENE_LIKELIHOODS,
+    PRIORS,
     REGISTRY_KEYS,
     REPRESENTATION_KINDS,
 )
@@ -32,13 +33,18 @@ from ._differential import DifferentialExpressionMixin
 from ._expression import ExpressionMixin
 from ._module import ComparativeVAE
 from ._perturbation_scores import PerturbationScoresMixin
+from ._prior_outputs import PriorOutputsMixin
 from ._training_plan import ComparativeTrainingPlan
 
 
 class ComparativeVI(
-    ExpressionMixin, DifferentialExpressionMixin, PerturbationScoresMixin, BaseModelClass
+    ExpressionMixin,
+    DifferentialExpressionMixin,
+    PerturbationScoresMixin,
+    PriorOutputsMixin,
+    BaseModelClass,
 ):
-    """Identifiable comparative variational inference for perturbation screens.
+    r"""Identifiable comparative variational inference for perturbation screens.
 
     Learns a *background* latent space shared by control and perturbed cells and a
     *salient* latent space that only perturbed cells use, with a decoder that is piece-wise
@@ -65,6 +71,31 @@ class ComparativeVI(
     use_observed_lib_size
         Scale expression by each cell's observed total counts (or registered size factors);
         if ``False``, the library size is a latent variable with a per-batch log-normal prior.
+    prior
+        Prior of the salient latent of perturbed cells. The block-wise guarantee identifies
+        the salient *space*; the last three priors also identify its axes, so that each
+        salient factor can be read on its own (see the user guide):
+
+        - ``"normal"``: :math:`N(0, I)`, as in contrastiveVI.
+        - ``"mixture"``: a learned Gaussian mixture with diagonal covariances, shared by all
+          perturbations (Kivva et al., 2022); identifiable without labels. See
+          :meth:`get_prior_parameters` and :meth:`get_component_responsibilities`.
+        - ``"conditional"``: :math:`N(m_c, \mathrm{diag}\,\sigma_c^2)` learned per
+          perturbation :math:`c` (iVAE, Khemakhem et al., 2020); identifies the axes when the
+          perturbations change their variances enough (at least :math:`2 d_s + 1`
+          perturbations in theory). See :meth:`get_prior_parameters`.
+        - ``"sparse"``: each perturbation shifts a few salient factors only, through a
+          learned perturbation → factor graph whose size ``train(edge_bound=...)`` bounds
+          (mechanism sparsity, Lachapelle et al.). See :meth:`get_perturbation_graph`.
+
+        The conditional and sparse priors learn parameters per perturbation. Encoding
+        (:meth:`get_latent_representation` and the methods built on it) does not use them,
+        so it works for any cell whose condition was registered at training.
+    n_prior_components
+        Number of components of the ``"mixture"`` prior (at least 2).
+    mask_temperature
+        Temperature of the Gumbel-sigmoid relaxation of the ``"sparse"`` prior's graph
+        during training; lower is closer to a binary graph, with noisier gradients.
 
     Examples
     --------
@@ -94,6 +125,9 @@ class ComparativeVI(
         dropout_rate: float = 0.1,
         gene_likelihood: Literal["nb", "zinb", "poisson"] = "nb",
         use_observed_lib_size: bool = True,
+        prior: Literal["normal", "mixture", "conditional", "sparse"] = "normal",
+        n_prior_components: int = 10,
+        mask_temperature: float = 0.5,
     ) -> None:
         super().__init__(adata)
         for name, value in {
@@ -101,6 +135,7 @@ class ComparativeVI(
             "n_salient_latent": n_salient_latent,
             "n_hidden": n_hidden,
             "n_layers": n_layers,
+            "n_prior_components": n_prior_components,
         }.items():
             if not isinstance(value, int | np.integer) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
@@ -110,6 +145,10 @@ class ComparativeVI(
             raise ValueError(
                 f"gene_likelihood={gene_likelihood!r} is not one of {GENE_LIKELIHOODS}."
             )
+        if prior not in PRIORS:
+            raise ValueError(f"prior={prior!r} is not one of {PRIORS}.")
+        if not mask_temperature > 0:
+            raise ValueError(f"mask_temperature must be > 0, got {mask_temperature}.")
         setup_args = self.adata_manager.registry["setup_args"]
         _validation.check_looks_like_counts(adata, setup_args["layer"], gene_likelihood)
 
@@ -146,12 +185,16 @@ class ComparativeVI(
             use_size_factor_key=use_size_factor_key,
             library_log_means=library_log_means,
             library_log_vars=library_log_vars,
+            n_conditions=len(self.conditions),
+            prior=prior,
+            n_prior_components=n_prior_components,
+            mask_temperature=mask_temperature,
         )
         self._model_summary_string = (
             f"ComparativeVI: n_background_latent={n_background_latent}, "
             f"n_salient_latent={n_salient_latent}, n_hidden={n_hidden}, n_layers={n_layers}, "
             f"dropout_rate={dropout_rate}, gene_likelihood={gene_likelihood!r}, "
-            f"use_observed_lib_size={use_observed_lib_size}, "
+            f"use_observed_lib_size={use_observed_lib_size}, prior={prior!r}, "
             f"controls={self.control_categories}"
         )
         self.init_params_ = self._get_init_params(locals())
@@ -288,6 +331,7 @@ class ComparativeVI(
         leakage_bound: float | None = 0.05,
         dependence_bound: float | None = 0.002,
         background_shift_bound: float | None = None,
+        edge_bound: float | None = 2.0,
         leakage_weight: float | None = None,
         multiplier_lr: float = 1.0,
         accelerator: str = "auto",
@@ -308,8 +352,9 @@ class ComparativeVI(
         ``model.history``: ``loss_control_train`` and ``loss_perturbed_train`` (mean negative
         ELBO of each group), ``mgda_weight`` (the control objective's weight),
         ``leakage_train`` and ``leakage_multiplier``, ``dependence_train`` and
-        ``dependence_multiplier``, and ``background_shift_train`` (always) with
-        ``background_shift_multiplier`` (when its bound is set).
+        ``dependence_multiplier``, ``background_shift_train`` (always) with
+        ``background_shift_multiplier`` (when its bound is set), and with the sparse prior
+        ``edges_train`` (expected edges per perturbation) and ``edges_multiplier``.
 
         Parameters
         ----------
@@ -344,6 +389,12 @@ class ComparativeVI(
             space too (a strong stimulation), ``0.01`` keeps the groups within about a tenth
             of a standard deviation there. Leave it ``None`` (off, the default) when
             perturbations change which cell states are present (differentiation screens).
+        edge_bound
+            Sparse prior only (ignored by the others): the largest expected number of
+            edges per perturbation in the perturbation → factor graph, enforced by dual
+            ascent like the other bounds. Each edge lets a perturbation shift one salient
+            factor; fewer edges force each perturbation onto fewer, more interpretable
+            factors. ``None`` leaves the graph unconstrained.
         leakage_weight
             Fixed penalty weight on the leakage instead of the constraint (an ablation of
             the contrastiveVI kind); needs ``leakage_bound=None``.
@@ -396,6 +447,7 @@ class ComparativeVI(
             leakage_weight=leakage_weight,
             dependence_bound=dependence_bound,
             background_shift_bound=background_shift_bound,
+            edge_bound=edge_bound if self.module.prior == "sparse" else None,
             multiplier_lr=multiplier_lr,
         )
         training_plan = self._training_plan_cls(self.module, **plan_kwargs)

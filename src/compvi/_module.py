@@ -14,6 +14,7 @@ from torch.distributions import kl_divergence as kl
 
 from ._constants import GENE_LIKELIHOODS, REGISTRY_KEYS
 from ._networks import PiecewiseAffineDecoder, SharedTrunkEncoder
+from ._priors import make_salient_prior
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -26,7 +27,8 @@ class ComparativeVAE(BaseModuleClass):
     r"""Comparative variational autoencoder for control and perturbed cells.
 
     Every cell has a background latent :math:`z_b \sim N(0, I)`; perturbed cells also carry a
-    salient latent :math:`z_s \sim N(0, I)` while control cells decode with :math:`z_s = 0`.
+    salient latent :math:`z_s` with prior :math:`p(z_s \mid c)` (see ``prior``) while control
+    cells decode with :math:`z_s = 0`.
     Counts follow :math:`x_g \sim \mathrm{NB}(\ell \rho_g, \theta_g)` (or ZINB, Poisson) with
     :math:`\rho = \mathrm{softmax}(f([z_b, t z_s], s))` and :math:`f` piece-wise affine.
 
@@ -61,6 +63,19 @@ class ComparativeVAE(BaseModuleClass):
         Whether registered size factors replace the observed total counts.
     library_log_means, library_log_vars
         Per-batch mean and variance of log library sizes, the prior of a latent library.
+    n_conditions
+        Number of registered conditions (controls included); the conditional and sparse
+        priors have one row of parameters per condition and need it; the others ignore it.
+    prior
+        Prior of the salient latent of perturbed cells, one of
+        :data:`~compvi._constants.PRIORS`: ``"normal"`` (standard normal), ``"mixture"``
+        (:class:`~compvi._priors.MixturePrior`), ``"conditional"``
+        (:class:`~compvi._priors.ConditionalPrior`) or ``"sparse"``
+        (:class:`~compvi._priors.SparsePrior`).
+    n_prior_components
+        Number of components of the mixture prior.
+    mask_temperature
+        Gumbel-sigmoid temperature of the sparse prior's graph.
 
     """
 
@@ -81,6 +96,10 @@ class ComparativeVAE(BaseModuleClass):
         use_size_factor_key: bool = False,
         library_log_means: np.ndarray | None = None,
         library_log_vars: np.ndarray | None = None,
+        n_conditions: int | None = None,
+        prior: str = "normal",
+        n_prior_components: int = 10,
+        mask_temperature: float = 0.5,
     ) -> None:
         super().__init__()
         if gene_likelihood not in GENE_LIKELIHOODS:
@@ -135,6 +154,15 @@ class ComparativeVAE(BaseModuleClass):
         )
         # Gene-wise inverse dispersion, on the log scale.
         self.px_r = torch.nn.Parameter(torch.randn(n_input))
+        self.prior = prior
+        self.salient_prior = make_salient_prior(
+            prior,
+            n_latent=n_salient_latent,
+            n_conditions=n_conditions,
+            control_codes=list(control_codes),
+            n_components=n_prior_components,
+            mask_temperature=mask_temperature,
+        )
 
     # ------------------------------------------------------------------ helpers
     def is_perturbed(self, condition: torch.Tensor) -> torch.Tensor:
@@ -335,7 +363,9 @@ class ComparativeVAE(BaseModuleClass):
 
         reconstruction = -generative_outputs["px"].log_prob(x).sum(-1)
         kl_background = kl(qz, Normal(torch.zeros_like(qz.loc), torch.ones_like(qz.scale))).sum(-1)
-        kl_salient = kl(qs, Normal(torch.zeros_like(qs.loc), torch.ones_like(qs.scale))).sum(-1)
+        kl_salient = self.salient_prior.kl(
+            qs, inference_outputs["s"], tensors[REGISTRY_KEYS.CONDITION_KEY]
+        )
         kl_salient = kl_salient * perturbed.to(kl_salient.dtype)
         if self.use_observed_lib_size:
             kl_library = torch.zeros_like(reconstruction)
@@ -365,6 +395,7 @@ class ComparativeVAE(BaseModuleClass):
                 "leakage": leakage,
                 "dependence": self.dependence(qz, qs, perturbed),
                 "background_shift": self.background_shift(qz, perturbed),
+                **self.salient_prior.measures(),
             },
         )
 

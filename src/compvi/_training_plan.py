@@ -54,6 +54,20 @@ class ComparativeTrainingPlan(TrainingPlan):
         perturbed and control cells (see
         :meth:`~compvi._module.ComparativeVAE.background_shift`). ``None`` (the default)
         turns the constraint off.
+    edge_bound
+        Largest expected number of edges per perturbation of the sparse prior's
+        perturbation → factor graph (see :meth:`~compvi._priors.SparsePrior.expected_edges`).
+        Needs a module with ``prior="sparse"``; ``None`` turns the constraint off.
+    edge_anneal_fraction
+        The edge bound starts at the number of salient factors (no constraint) and falls
+        linearly to ``edge_bound`` over this fraction of ``max_epochs``: the prior first
+        learns what each perturbation does, then keeps the edges that explain most of it.
+        0 applies ``edge_bound`` from the first step.
+    prior_lr
+        Learning rate of the salient prior's parameters (mixture components,
+        per-perturbation laws, graph logits); ``None`` uses ``lr``. They are few and
+        each sees every cell of its perturbation, so a larger step lets them keep pace
+        with the encoder.
     leakage_weight
         A fixed penalty weight on the leakage instead of its constraint (for ablations);
         needs ``leakage_bound=None``.
@@ -72,6 +86,9 @@ class ComparativeTrainingPlan(TrainingPlan):
         leakage_bound: float | None = 0.05,
         dependence_bound: float | None = 0.002,
         background_shift_bound: float | None = None,
+        edge_bound: float | None = None,
+        edge_anneal_fraction: float = 0.5,
+        prior_lr: float | None = 1e-2,
         leakage_weight: float | None = None,
         multiplier_lr: float = 1.0,
         **kwargs,
@@ -94,12 +111,28 @@ class ComparativeTrainingPlan(TrainingPlan):
                 background_shift_bound,
                 "standardized squared background shift of perturbed cells",
             ),
+            ("edge_bound", edge_bound, "expected number of edges per perturbation"),
         ):
             if bound is not None and bound < 0:
                 raise ValueError(
                     f"{name} must be >= 0 (the largest {meaning}), got {bound}; use None to "
                     "turn the constraint off."
                 )
+        if edge_bound is not None and "edges" not in module.salient_prior.measures():
+            raise ValueError(
+                f"edge_bound bounds the graph of the sparse prior, but the model's prior is "
+                f"{module.prior!r}; create the model with prior='sparse' or pass "
+                "edge_bound=None."
+            )
+        if not 0 <= edge_anneal_fraction <= 1:
+            raise ValueError(
+                f"edge_anneal_fraction must be in [0, 1], got {edge_anneal_fraction}."
+            )
+        if prior_lr is not None and not prior_lr > 0:
+            raise ValueError(f"prior_lr must be > 0, got {prior_lr}; None uses lr.")
+        self.edge_bound = edge_bound
+        self.edge_anneal_fraction = edge_anneal_fraction
+        self.prior_lr = prior_lr
         self.balancing = balancing
         self.leakage_weight = leakage_weight
         self.constraints = torch.nn.ModuleDict(
@@ -109,10 +142,34 @@ class ComparativeTrainingPlan(TrainingPlan):
                     ("leakage", leakage_bound),
                     ("dependence", dependence_bound),
                     ("background_shift", background_shift_bound),
+                    ("edges", edge_bound),
                 )
                 if bound is not None
             }
         )
+
+    def configure_optimizers(self):
+        """scvi-tools' optimizer, with the salient prior's parameters in their own group."""
+        config = super().configure_optimizers()
+        prior_parameters = [p for p in self.module.salient_prior.parameters() if p.requires_grad]
+        if self.prior_lr is None or not prior_parameters:
+            return config
+        optimizer = config["optimizer"]
+        ids = {id(p) for p in prior_parameters}
+        group = optimizer.param_groups[0]
+        group["params"] = [p for p in group["params"] if id(p) not in ids]
+        optimizer.add_param_group({"params": prior_parameters, "lr": self.prior_lr})
+        return config
+
+    def on_train_epoch_start(self) -> None:
+        """Move the edge bound along its annealing schedule."""
+        super().on_train_epoch_start()
+        if "edges" not in self.constraints:
+            return
+        anneal_epochs = self.edge_anneal_fraction * (self.trainer.max_epochs or 0)
+        progress = min(1.0, self.current_epoch / anneal_epochs) if anneal_epochs else 1.0
+        start = max(self.module.n_salient_latent, self.edge_bound)
+        self.constraints["edges"].bound = start + progress * (self.edge_bound - start)
 
     def _mgda_weight(
         self, loss_output: LossOutput, generative_outputs: dict, perturbed: torch.Tensor
@@ -133,9 +190,7 @@ class ComparativeTrainingPlan(TrainingPlan):
     def _raise_if_not_finite(self, loss: torch.Tensor, loss_output: LossOutput, perturbed):
         if torch.isfinite(loss):
             return
-        terms = {
-            m: loss_output.extra_metrics[m] for m in ("leakage", "dependence", "background_shift")
-        }
+        terms = {m: v for m, v in loss_output.extra_metrics.items() if not m.startswith("loss_")}
         per_cell = {**loss_output.reconstruction_loss, **loss_output.kl_local}
         for name, values in per_cell.items():
             terms[f"{name} of control cells"] = values[~perturbed].mean()
