@@ -4,6 +4,7 @@ Run from the repository root:
 
     python benchmarks/identifiability.py --tier smoke    # < 5 min on 2 cores
     python benchmarks/identifiability.py --tier full     # writes benchmarks/results/
+    python benchmarks/identifiability.py --tier priors   # writes benchmarks/results/priors/
 
 Every configuration (a named simulated setting of ``compvi.data.SETTINGS`` and the model's
 latent sizes) is fitted by every method over data seeds x model seeds. Each run reports
@@ -11,6 +12,12 @@ block-wise affine R² (true block from learned block, held-out cells), leakage R
 blocks, the control cells' salient norm relative to perturbed cells, salient MCC and
 seconds per epoch. Paired differences compare ComparativeVI with ContrastiveVI on the same
 data and model seed.
+
+The ``priors`` tier fits each salient prior on the screen simulated to match it (a Gaussian
+mixture, perturbation-specific means and variances, a sparse perturbation -> factor graph,
+and that graph with more salient dimensions than true factors) beside ``prior="normal"``
+and ContrastiveVI, and adds Spearman MCC, the structural Hamming distance of the learned
+graph, what surplus factors carry, and the mixture's component recovery.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import numpy as np
 import pandas as pd
 from _methods import block_scores, fit_compvi, fit_contrastivevi, fit_pca, fit_scvi_pooled
 
-from compvi.data import simulate_setting
+from compvi.data import SETTINGS, simulate_setting
 from compvi.metrics import random_rotation_floor, seed_stability
 
 RESULTS = Path(__file__).parent / "results"
@@ -39,9 +46,15 @@ METRICS = [
     "leakage R² (b←s)",
     "control salient norm",
     "salient MCC",
+    "salient MCC (Spearman)",
     "salient seed stability",
+    "graph SHD",
+    "surplus edges",
+    "surplus variance share",
+    "component ARI",
     "s/epoch",
 ]
+LOWER_IS_BETTER = ("leakage", "control", "s/", "graph", "surplus")
 # A penalty weight for the fixed-weight ablation (leakage only, no dependence constraint):
 # the order of magnitude the leakage multiplier settles at on these screens, fixed.
 FIXED_LEAKAGE_WEIGHT = 10.0
@@ -64,7 +77,14 @@ CONFIGS = [
     Config("piecewise_affine 10+10", "piecewise_affine", 10, 10),
     Config("smooth 4+4", "smooth", 4, 4),
     Config("graded_screen 4+4", "graded_screen", 4, 4),
+    Config("mixture_screen 4+4", "mixture_screen", 4, 4),
+    Config("conditional_screen 4+4", "conditional_screen", 4, 4),
+    Config("sparse_screen 4+5", "sparse_screen", 4, 5),
+    Config("sparse_screen 4+8 (surplus)", "sparse_screen", 4, 8),
 ]
+N_MIXTURE_COMPONENTS = 4
+# The sparse screen's true mean number of edges per perturbation: an oracle edge bound.
+TRUE_EDGES = float(np.asarray(SETTINGS["sparse_screen"].simulation["salient_graph"]).sum(1).mean())
 
 METHODS = {
     "ComparativeVI": fit_compvi,
@@ -76,6 +96,14 @@ METHODS = {
         leakage_bound=None,
         dependence_bound=None,
         leakage_weight=FIXED_LEAKAGE_WEIGHT,
+    ),
+    "ComparativeVI mixture": partial(
+        fit_compvi, prior="mixture", n_prior_components=N_MIXTURE_COMPONENTS
+    ),
+    "ComparativeVI conditional": partial(fit_compvi, prior="conditional"),
+    "ComparativeVI sparse": partial(fit_compvi, prior="sparse"),
+    "ComparativeVI sparse, true edge bound": partial(
+        fit_compvi, prior="sparse", edge_bound=TRUE_EDGES
     ),
     "ContrastiveVI": fit_contrastivevi,
     "ContrastiveVI tuned": fit_contrastivevi,  # penalty set per configuration below
@@ -111,6 +139,51 @@ TIERS = {
         "n_genes": 200,
         "epochs": 100,
     },
+    "priors": {
+        "configs": [
+            "mixture_screen 4+4",
+            "conditional_screen 4+4",
+            "sparse_screen 4+5",
+            "sparse_screen 4+8 (surplus)",
+        ],
+        "methods": ["ComparativeVI", "ContrastiveVI"],
+        "config_methods": {
+            "mixture_screen 4+4": ["ComparativeVI mixture"],
+            "conditional_screen 4+4": ["ComparativeVI conditional"],
+            "sparse_screen 4+5": [
+                "ComparativeVI sparse",
+                "ComparativeVI sparse, true edge bound",
+                "ComparativeVI conditional",
+            ],
+            "sparse_screen 4+8 (surplus)": [
+                "ComparativeVI sparse",
+                "ComparativeVI sparse, true edge bound",
+            ],
+        },
+        "data_seeds": [0, 1],
+        "model_seeds": [0, 1],
+        "n_cells": 2000,
+        "n_genes": 200,
+        "epochs": 400,
+        # The priors act on the axes through the KL term only: every model, ContrastiveVI
+        # included, reaches the full KL weight after 20 epochs instead of 400.
+        "plan_kwargs": {"n_epochs_kl_warmup": 20},
+    },
+}
+TIERS["priors-smoke"] = TIERS["priors"] | {
+    "configs": ["mixture_screen 4+4", "sparse_screen 4+8 (surplus)"],
+    "data_seeds": [0],
+    "model_seeds": [0],
+    "n_cells": 600,
+    "n_genes": 100,
+    "epochs": 10,
+}
+# The prior matched to each screen of the priors tier, for its targets.
+MATCHED_PRIOR = {
+    "mixture_screen 4+4": "ComparativeVI mixture",
+    "conditional_screen 4+4": "ComparativeVI conditional",
+    "sparse_screen 4+5": "ComparativeVI sparse",
+    "sparse_screen 4+8 (surplus)": "ComparativeVI sparse",
 }
 TUNING_DATA_SEED = 100
 
@@ -135,8 +208,9 @@ def _run(job: dict) -> dict:
         seed=job["model_seed"],
         **job.get("extra", {}),
     )
+    settings = {k: v for k, v in job.get("extra", {}).items() if k != "plan_kwargs"}
     return {k: job[k] for k in ("config", "method", "data_seed", "model_seed")} | {
-        **job.get("extra", {}),
+        **settings,
         **block_scores(adata, fit),
         "_salient": fit.salient,
     }
@@ -178,8 +252,11 @@ def run(tier: dict, executor) -> tuple[pd.DataFrame, dict[str, float]]:
     jobs = []
     for label in tier["configs"]:
         ablations = ABLATIONS if label in tier.get("ablation_configs", []) else []
-        for method in tier["methods"] + ablations:
+        specific = tier.get("config_methods", {}).get(label, [])
+        for method in tier["methods"] + specific + ablations:
             extra = {"wasserstein_penalty": tuned[label]} if method.endswith("tuned") else {}
+            if "plan_kwargs" in tier and method != "PCA":
+                extra = extra | {"plan_kwargs": tier["plan_kwargs"]}
             seeds = tier["model_seeds"] if method != "PCA" else tier["model_seeds"][:1]
             for data_seed in tier["data_seeds"]:
                 for model_seed in seeds:
@@ -220,14 +297,17 @@ def rotation_floors(tier: dict) -> pd.Series:
 
 
 def summarize(scores: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± sd over runs, and the worst run, per configuration and method."""
-    grouped = scores.groupby(["config", "method"], sort=False)[METRICS]
+    """Mean ± sd over runs, and the worst run, per configuration and method.
+
+    Metrics that no run of ``scores`` measured (e.g. graph SHD outside sparse screens) are
+    left out.
+    """
+    metrics = [m for m in METRICS if m in scores and scores[m].notna().any()]
+    grouped = scores.groupby(["config", "method"], sort=False)[metrics]
     mean, sd = grouped.mean(), grouped.std().fillna(0.0)
-    worst = grouped.agg(
-        {m: ("max" if m.startswith(("leakage", "control", "s/")) else "min") for m in METRICS}
-    )
+    worst = grouped.agg({m: ("max" if m.startswith(LOWER_IS_BETTER) else "min") for m in metrics})
     table = mean.copy().astype(object)
-    for metric in METRICS:
+    for metric in metrics:
         for index in table.index:
             if np.isnan(mean.loc[index, metric]):
                 table.loc[index, metric] = "n/a"
@@ -256,6 +336,50 @@ def paired_differences(scores: pd.DataFrame, other: str = "ContrastiveVI") -> pd
             )
         rows[config] = row
     return pd.DataFrame(rows).T
+
+
+def prior_comparisons(scores: pd.DataFrame) -> pd.DataFrame:
+    """The prior matched to each screen minus prior="normal" and ContrastiveVI, paired."""
+    keys = ["config", "data_seed", "model_seed"]
+    metrics = ["salient MCC", "salient MCC (Spearman)", "salient R²"]
+    rows = {}
+    for config, matched in MATCHED_PRIOR.items():
+        sub = scores[scores["config"] == config]
+        ours = sub[sub["method"] == matched].set_index(keys)[metrics]
+        for other in ("ComparativeVI", "ContrastiveVI"):
+            theirs = sub[sub["method"] == other].set_index(keys)[metrics]
+            diff = (ours - theirs).dropna(how="all")
+            if diff.empty:
+                continue
+            rows[(config, f"{matched} minus {other}")] = {
+                metric: (
+                    f"{diff[metric].mean():+.3f} ± {diff[metric].std():.3f} "
+                    f"({(diff[metric] > 0).sum()}/{len(diff)})"
+                )
+                for metric in metrics
+            }
+    return pd.DataFrame(rows).T
+
+
+def prior_targets(scores: pd.DataFrame) -> list[str]:
+    """The issue's targets for the priors, each marked as holding or not."""
+    lines = []
+    for config, matched in MATCHED_PRIOR.items():
+        runs = scores[(scores["config"] == config) & (scores["method"] == matched)]
+        if runs.empty or config.endswith("(surplus)"):
+            continue
+        value = runs["salient MCC"].mean()
+        lines.append(
+            f"- {config}, {matched}: mean salient MCC {value:.3f} >= 0.95: "
+            f"{'holds' if value >= 0.95 else 'missed'}"
+        )
+        if runs["graph SHD"].notna().any() if "graph SHD" in runs else False:
+            shd = runs["graph SHD"].mean()
+            lines.append(
+                f"- {config}, {matched}: mean graph SHD {shd:.2f} <= 1 edge: "
+                f"{'holds' if shd <= 1 else 'missed'}"
+            )
+    return lines
 
 
 def targets(scores: pd.DataFrame) -> list[str]:
@@ -293,14 +417,23 @@ def targets(scores: pd.DataFrame) -> list[str]:
     return lines
 
 
-def plot(scores: pd.DataFrame, path: Path) -> None:
-    """Per-block R² and leakage by method, one column of panels per configuration."""
+def plot(
+    scores: pd.DataFrame,
+    path: Path,
+    metrics: list[str] | None = None,
+    floors: pd.Series | None = None,
+) -> None:
+    """Scores by method, one row of panels per metric and one column per configuration.
+
+    ``floors`` (the rotation floor of MCC per configuration) is drawn as a dashed line on
+    the MCC panels.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = ["background R²", "salient R²", "leakage R² (s←b)", "leakage R² (b←s)"]
+    metrics = metrics or ["background R²", "salient R²", "leakage R² (s←b)", "leakage R² (b←s)"]
     configs = list(dict.fromkeys(scores["config"]))
     methods = list(dict.fromkeys(scores["method"]))
     fig, axes = plt.subplots(
@@ -323,6 +456,8 @@ def plot(scores: pd.DataFrame, path: Path) -> None:
                     k, values.mean(), color=colors[k], yerr=values.std() if len(values) > 1 else 0
                 )
                 ax.scatter(np.full(len(values), k), values, s=6, color="black", zorder=3)
+            if floors is not None and metric.startswith("salient MCC") and config in floors:
+                ax.axhline(floors[config], color="grey", linestyle="--", linewidth=1)
             ax.set_xticks(
                 range(len(methods)),
                 methods if i == len(metrics) - 1 else [],
@@ -352,7 +487,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     tier = TIERS[args.tier] | ({"configs": args.configs} if args.configs else {})
-    out = args.out or (RESULTS if args.tier == "full" else None)
+    out = args.out or {"full": RESULTS, "priors": RESULTS / "priors"}.get(args.tier)
 
     if args.runs:
         scores = pd.concat([pd.read_csv(path) for path in args.runs], ignore_index=True)
@@ -377,7 +512,8 @@ def main() -> None:
     floors = rotation_floors(tier)
     summary = summarize(scores)
     paired = paired_differences(scores) if "ContrastiveVI" in tier["methods"] else None
-    lines = targets(scores)
+    priors = prior_comparisons(scores)
+    lines = targets(scores) + prior_targets(scores)
 
     pd.set_option("display.width", 250)
     print(summary.to_string())
@@ -388,14 +524,24 @@ def main() -> None:
             "ComparativeVI is better):"
         )
         print(paired.to_string())
+    if not priors.empty:
+        print("\nMatched prior minus the others (in brackets, paired seeds where it is higher):")
+        print(priors.to_string())
     print("\n".join(lines))
     if out is None:
         return
     out.mkdir(parents=True, exist_ok=True)
     if not args.runs:
         scores.to_csv(out / "identifiability_runs.csv", index=False)
-    plot(scores, out / "identifiability.png")
-    settings = ", ".join(f"{k}={tier[k]}" for k in ("n_cells", "n_genes", "epochs"))
+    plot_metrics = (
+        ["salient R²", "salient MCC", "salient MCC (Spearman)", "leakage R² (s←b)", "graph SHD"]
+        if not priors.empty
+        else None
+    )
+    plot(scores, out / "identifiability.png", plot_metrics, floors)
+    settings = ", ".join(
+        f"{k}={tier[k]}" for k in ("n_cells", "n_genes", "epochs", "plan_kwargs") if k in tier
+    )
     text = [
         "# Identifiability benchmark",
         "",
@@ -406,7 +552,7 @@ def main() -> None:
         "of a true block from a learned block (higher is better); leakage R² is the same "
         "across blocks (lower is better); salient MCC is read against the rotation floor.",
         "",
-        "## Targets (ComparativeVI defaults)",
+        "## Targets",
         "",
         *lines,
         "",
@@ -426,6 +572,16 @@ def main() -> None:
             "Mean ± sd of the difference; in brackets, seeds on which ComparativeVI is better.",
             "",
             paired.to_markdown(),
+            "",
+        ]
+    if not priors.empty:
+        text += [
+            "## Each screen's matched prior against prior='normal' and ContrastiveVI",
+            "",
+            "Paired by data and model seed: mean ± sd of the difference; in brackets, seeds "
+            "on which the matched prior scores higher.",
+            "",
+            priors.to_markdown(),
             "",
         ]
     if tuned:

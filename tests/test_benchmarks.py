@@ -33,6 +33,31 @@ def test_identifiability_smoke_tier_reports_every_method(tmp_path):
     assert (tmp_path / "identifiability.png").stat().st_size > 10_000
 
 
+def test_identifiability_priors_smoke_tier_scores_graphs_and_components(tmp_path):
+    args = ["--tier", "priors-smoke", "--out", str(tmp_path)]
+    out = _run(str(BENCHMARKS / "identifiability.py"), *args)
+    assert "Matched prior minus the others" in out
+    runs = pd.read_csv(tmp_path / "identifiability_runs.csv")
+    methods = runs.groupby("config")["method"].agg(set).to_dict()
+    assert methods == {
+        "mixture_screen 4+4": {"ComparativeVI", "ContrastiveVI", "ComparativeVI mixture"},
+        "sparse_screen 4+8 (surplus)": {
+            "ComparativeVI",
+            "ContrastiveVI",
+            "ComparativeVI sparse",
+        },
+    }
+    sparse = runs[runs["method"] == "ComparativeVI sparse"].iloc[0]
+    # SHD over 5 matched factors of 8 perturbations; surplus edges over the 3 spare factors.
+    assert 0 <= sparse["graph SHD"] <= 40 and 0 <= sparse["surplus edges"] <= 24
+    assert 0 <= sparse["surplus variance share"] <= 1
+    mixture = runs[runs["method"] == "ComparativeVI mixture"].iloc[0]
+    assert -1 <= mixture["component ARI"] <= 1
+    assert runs.loc[runs["method"] != "ComparativeVI mixture", "component ARI"].isna().all()
+    report = (tmp_path / "identifiability.md").read_text()
+    assert "matched prior against prior='normal'" in report and "graph SHD" in report
+
+
 def test_speed_benchmark_runs_on_a_small_screen(tmp_path):
     _run(
         str(BENCHMARKS / "speed.py"),
