@@ -165,3 +165,20 @@ def test_prior_survives_save_and_load(screen, prior, tmp_path):
         pd.testing.assert_frame_equal(
             loaded.get_perturbation_graph(), model.get_perturbation_graph()
         )
+
+
+def test_unseen_conditions_raise_a_clear_error_and_the_fallback_embeds_them(screen):
+    model = fit(screen, model={"prior": "conditional"}, max_epochs=1)
+    new = screen.copy()
+    new.obs["condition"] = new.obs["condition"].cat.rename_categories({"P3": "NEW_KO"})
+    with pytest.raises(ValueError, match=r"conditions the model was not trained on: \['NEW_KO'\]"):
+        model.get_latent_representation(new)
+    assert list(new.obs["condition"].cat.categories) == ["control", "P1", "P2", "NEW_KO"]
+    # The documented fallback: any trained perturbation label gives the same embedding.
+    relabelled = new.copy()
+    relabelled.obs["condition"] = pd.Categorical(
+        relabelled.obs["condition"].astype(str).replace("NEW_KO", "P1")
+    )
+    np.testing.assert_allclose(
+        model.get_latent_representation(relabelled), model.get_latent_representation(screen)
+    )

@@ -88,9 +88,12 @@ class ComparativeVI(
           learned perturbation → factor graph whose size ``train(edge_bound=...)`` bounds
           (mechanism sparsity, Lachapelle et al.). See :meth:`get_perturbation_graph`.
 
-        The conditional and sparse priors learn parameters per perturbation. Encoding
-        (:meth:`get_latent_representation` and the methods built on it) does not use them,
-        so it works for any cell whose condition was registered at training.
+        The conditional and sparse priors learn parameters per perturbation, so a new
+        AnnData whose condition column holds labels unseen at training raises a
+        ``ValueError`` naming them, whatever the prior. Encoding
+        (:meth:`get_latent_representation`) does not read the label, so the documented
+        fallback for new perturbations is to label their cells with a trained perturbation
+        in a copy of the AnnData and embed them.
     n_prior_components
         Number of components of the ``"mixture"`` prior (at least 2).
     mask_temperature
@@ -302,6 +305,15 @@ class ComparativeVI(
             )
             _validation.check_same_genes(adata, var_names)
         return super().load(dir_path, adata=adata, **kwargs)
+
+    def _validate_anndata(
+        self, adata: AnnData | None = None, copy_if_view: bool = True
+    ) -> AnnData:
+        """Check a new AnnData's conditions before scvi-tools transfers the registration."""
+        if adata is not None and adata is not self.adata:
+            condition_key = self.adata_manager.registry["setup_args"]["condition_key"]
+            _validation.check_known_conditions(adata, condition_key, self.conditions)
+        return super()._validate_anndata(adata, copy_if_view)
 
     # -------------------------------------------------------------- conditions
     @property

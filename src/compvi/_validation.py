@@ -127,6 +127,21 @@ def check_condition(adata: AnnData, condition_key: str, control_category: list[s
             )
 
 
+def check_known_conditions(adata: AnnData, condition_key: str, known: Sequence[str]) -> None:
+    """Check that every condition of a new AnnData was registered when the model was trained."""
+    column = _check_obs_key(adata, condition_key, "condition_key")
+    unseen = sorted(set(column.astype(str).unique()) - {str(c) for c in known})
+    if unseen:
+        raise ValueError(
+            f"adata.obs[{condition_key!r}] has conditions the model was not trained on: "
+            f"{unseen[:10]}. The model has no prior for them and cannot tell whether they are "
+            f"controls. Train on an AnnData that includes them, or keep only cells of the "
+            f"trained conditions ({list(known)[:10]}...). Encoding does not read the label, "
+            "so to embed new perturbations, label their cells with any trained perturbation in "
+            "a copy of the AnnData."
+        )
+
+
 def check_covariates(
     adata: AnnData,
     batch_key: str | None,
