@@ -58,6 +58,19 @@ def test_identifiability_priors_smoke_tier_scores_graphs_and_components(tmp_path
     assert "matched prior against prior='normal'" in report and "graph SHD" in report
 
 
+def test_sparse_graph_benchmark_answers_the_papalexi_questions(tmp_path):
+    data = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not (data / "papalexi2021_thp1_crispr.h5ad").exists():
+        pytest.skip(f"the Papalexi screen is not in {data}")
+    args = ["--seeds", "0", "1", "--epochs", "1", "--out", str(tmp_path)]
+    out = _run(str(BENCHMARKS / "sparse_graph.py"), *args)
+    assert "graph SHD between seeds" in out
+    report = (tmp_path / "sparse_graph.md").read_text()
+    for row in ("factors used by all 4 pathway knock-outs", "SMAD4 edges", "CD86 edges"):
+        assert row in report
+    assert (tmp_path / "sparse_graph.png").stat().st_size > 10_000
+
+
 def test_speed_benchmark_runs_on_a_small_screen(tmp_path):
     _run(
         str(BENCHMARKS / "speed.py"),

@@ -69,6 +69,15 @@ def test_perturbation_graph_without_an_index_name(graph):
     plt.close(ax.figure)
 
 
+def test_perturbation_graph_draws_into_given_axes(graph):
+    fig, (left, right) = plt.subplots(1, 2)
+    ax = compvi.pl.perturbation_graph(graph, ax=right, show=False)
+    assert ax is right and ax.figure is fig
+    assert len(left.images) == 0
+    np.testing.assert_array_equal(right.images[0].get_array(), graph.to_numpy())
+    plt.close(fig)
+
+
 def test_perturbation_graph_saves_the_figure(graph, tmp_path):
     path = tmp_path / "graph.png"
     ax = compvi.pl.perturbation_graph(graph, save=path, show=False)

@@ -23,6 +23,7 @@ def perturbation_graph(
     threshold: float = 0.5,
     cmap: str = "Greys",
     annotate: bool = True,
+    ax: Axes | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
 ) -> Axes:
@@ -43,6 +44,8 @@ def perturbation_graph(
         A sequential colormap.
     annotate
         Write each probability, to two decimals, in its cell.
+    ax
+        Axes to draw into (e.g. a panel of a larger figure); ``None`` makes a new figure.
     show
         Show the figure; ``None`` shows it unless ``save`` is given, as scanpy does.
     save
@@ -59,9 +62,11 @@ def perturbation_graph(
     if isinstance(threshold, bool) or not isinstance(threshold, Real) or not 0 < threshold < 1:
         raise ValueError(f"threshold must be strictly between 0 and 1, got {threshold!r}.")
     n_rows, n_columns = probabilities.shape
-    fig, ax = plt.subplots(
-        figsize=(2.0 + 0.5 * n_columns, 1.2 + 0.35 * n_rows), layout="constrained"
-    )
+    if ax is None:
+        _, ax = plt.subplots(
+            figsize=(2.0 + 0.5 * n_columns, 1.2 + 0.35 * n_rows), layout="constrained"
+        )
+    fig = ax.figure
     image = ax.imshow(probabilities, cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
     edges = np.argwhere(probabilities > threshold)
     for row, column in edges:
