@@ -30,3 +30,22 @@ def test_training_diagnostics_needs_a_trained_model(screen):
     )
     with pytest.raises(ValueError, match=r"call model\.train\(\) first"):
         compvi.pl.training_diagnostics(compvi.ComparativeVI(screen), show=False)
+
+
+def test_training_diagnostics_adds_the_graph_panel_for_the_sparse_prior(screen):
+    model = fit(
+        screen,
+        model={"prior": "sparse"},
+        max_epochs=4,
+        edge_bound=1.0,
+        plan_kwargs={"edge_anneal_fraction": 0.5},
+    )
+    fig = compvi.pl.training_diagnostics(model, show=False)
+    assert len(fig.axes) == 5
+    edges, bound = fig.axes[4].lines
+    np.testing.assert_allclose(
+        edges.get_ydata(), model.history["edges_train"].to_numpy(dtype=float).ravel()
+    )
+    np.testing.assert_allclose(bound.get_ydata(), [4.0, 2.5, 1.0, 1.0])
+    assert bound.get_linestyle() == "--"
+    assert [line.get_label() for line in fig.axes[3].lines][-1] == "edges"

@@ -28,7 +28,9 @@ def training_diagnostics(
     the control objective (0.5 is a plain sum); each constrained measure against its bound
     (dashed); and the Lagrange multipliers. A multiplier that keeps growing means its bound
     cannot be met; a measure far below its bound with a zero multiplier means the constraint
-    is inactive.
+    is inactive. A model with ``prior="sparse"`` gets a fifth panel: the expected number of
+    edges per perturbation against its annealed bound (dashed), whose multiplier joins the
+    others.
 
     Parameters
     ----------
@@ -41,13 +43,14 @@ def training_diagnostics(
 
     Returns
     -------
-    The figure, with its four axes in ``figure.axes``.
+    The figure, with its four (five with the sparse prior) axes in ``figure.axes``.
 
     """
     history = model.history
     if history is None or "loss_control_train" not in history:
         raise ValueError("The model has no training history; call model.train() first.")
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.2))
+    sparse = "edges_train" in history
+    fig, axes = plt.subplots(1, 5 if sparse else 4, figsize=(19 if sparse else 15, 3.2))
     for key, label in (("loss_control_train", "control"), ("loss_perturbed_train", "perturbed")):
         axes[0].plot(history[key].index, history[key].to_numpy(dtype=float), label=label)
     axes[0].set(title="objectives", xlabel="epoch", ylabel="mean negative ELBO")
@@ -73,6 +76,18 @@ def training_diagnostics(
                 history[f"{measure}_multiplier"].to_numpy(dtype=float),
                 label=measure,
                 color=line.get_color(),
+            )
+    if sparse:
+        for key, style in (("edges_train", "-"), ("edges_bound", "--")):
+            if key in history:
+                axes[4].plot(history[key].index, history[key].to_numpy(dtype=float), "k" + style)
+        axes[4].set(title="edges per perturbation (bound dashed)", xlabel="epoch")
+        if "edges_multiplier" in history:
+            axes[3].plot(
+                history["edges_multiplier"].index,
+                history["edges_multiplier"].to_numpy(dtype=float),
+                label="edges",
+                color="black",
             )
     axes[2].set(title="constrained measures (bounds dashed)", xlabel="epoch")
     axes[2].legend()
