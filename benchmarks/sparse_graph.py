@@ -39,11 +39,11 @@ def graph_answers(graph: pd.DataFrame, threshold: float = 0.5) -> dict[str, floa
     """Answer the screen's questions from one learned graph of edge probabilities."""
     edges = graph > threshold
     per_target = edges.sum(1)
-    pathway_union = edges.loc[PATHWAY].any(0)
+    pathway_union = edges.loc[PATHWAY].any(axis=0)
     ranks = per_target.rank(ascending=False)
     return {
         "edges per knock-out (mean)": float(per_target.mean()),
-        "factors used by all 4 pathway knock-outs": int(edges.loc[PATHWAY].all(0).sum()),
+        "factors used by all 4 pathway knock-outs": int(edges.loc[PATHWAY].all(axis=0).sum()),
         "pathway pairwise Jaccard (mean)": float(
             np.mean([_jaccard(edges.loc[a], edges.loc[b]) for a, b in combinations(PATHWAY, 2)])
         ),
