@@ -73,7 +73,7 @@ def seed_agreement(fits: list) -> dict[str, float]:
 def plot(graphs: dict[int, pd.DataFrame], path: Path) -> None:
     """Each seed's graph, knock-outs ordered as the pathway, SMAD4, the nulls, the rest."""
     order = [*PATHWAY, SMAD4, *NULLS]
-    fig, axes = plt.subplots(1, len(graphs), figsize=(4.2 * len(graphs), 7), squeeze=False)
+    fig, axes = plt.subplots(1, len(graphs), figsize=(7 * len(graphs), 8), squeeze=False)
     for ax, (seed, graph) in zip(axes[0], graphs.items(), strict=True):
         rows = order + [t for t in graph.index if t not in order]
         compvi.pl.perturbation_graph(graph.loc[rows], ax=ax, show=False)
@@ -121,6 +121,9 @@ def main() -> None:
         print(agreement)
 
     args.out.mkdir(parents=True, exist_ok=True)
+    pd.concat({f"seed {seed}": graph for seed, graph in graphs.items()}).to_csv(
+        args.out / "sparse_graph_edges.csv"
+    )
     plot(graphs, args.out / "sparse_graph.png")
     seed_list = " ".join(map(str, args.seeds))
     text = [
