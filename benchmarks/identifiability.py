@@ -262,9 +262,15 @@ def run(tier: dict, executor) -> tuple[pd.DataFrame, dict[str, float]]:
                 for model_seed in seeds:
                     job = base | {"config": label, "method": method, "data_seed": data_seed}
                     jobs.append(job | {"model_seed": model_seed, "extra": extra})
-    scores = pd.DataFrame(_map(executor, jobs))
+    scores = _with_every_metric(pd.DataFrame(_map(executor, jobs)))
     scores["salient seed stability"] = _seed_stability(scores)
     return scores.drop(columns="_salient"), tuned
+
+
+def _with_every_metric(scores: pd.DataFrame) -> pd.DataFrame:
+    """Add the metrics no run measured (e.g. graph SHD off sparse screens) as NaN columns."""
+    missing = [metric for metric in METRICS if metric not in scores]
+    return scores.reindex(columns=[*scores.columns, *missing])
 
 
 def _seed_stability(scores: pd.DataFrame) -> pd.Series:
@@ -490,10 +496,16 @@ def main() -> None:
     out = args.out or {"full": RESULTS, "priors": RESULTS / "priors"}.get(args.tier)
 
     if args.runs:
-        scores = pd.concat([pd.read_csv(path) for path in args.runs], ignore_index=True)
+        scores = _with_every_metric(
+            pd.concat([pd.read_csv(path) for path in args.runs], ignore_index=True)
+        )
         tier["configs"] = list(dict.fromkeys(scores["config"]))
         tuned_rows = scores[scores["method"] == "ContrastiveVI tuned"]
-        tuned = dict(zip(tuned_rows["config"], tuned_rows["wasserstein_penalty"], strict=True))
+        tuned = (
+            dict(zip(tuned_rows["config"], tuned_rows["wasserstein_penalty"], strict=True))
+            if not tuned_rows.empty
+            else {}
+        )
     else:
         threads = max(1, (os.cpu_count() or 1) // args.workers)
         executor = (
