@@ -45,6 +45,7 @@ def test_identifiability_priors_smoke_tier_scores_graphs_and_components(tmp_path
             "ComparativeVI",
             "ContrastiveVI",
             "ComparativeVI sparse",
+            "ComparativeVI sparse, true edge bound",
         },
     }
     sparse = runs[runs["method"] == "ComparativeVI sparse"].iloc[0]
