@@ -73,8 +73,9 @@ class ComparativeVI(
         if ``False``, the library size is a latent variable with a per-batch log-normal prior.
     prior
         Prior of the salient latent of perturbed cells. The block-wise guarantee identifies
-        the salient *space*; the last three priors also identify its axes, so that each
-        salient factor can be read on its own (see the user guide):
+        the salient *space*; the last three priors add the structure under which theory also
+        identifies its axes, so that each salient factor can be read on its own (the user
+        guide says how far this goes on simulated screens):
 
         - ``"normal"``: :math:`N(0, I)`, as in contrastiveVI.
         - ``"mixture"``: a learned Gaussian mixture with diagonal covariances, shared by all
@@ -430,7 +431,10 @@ class ComparativeVI(
             More arguments of the training plan (``ComparativeTrainingPlan``)
             (``lr``, ``n_epochs_kl_warmup``, ...). As in scvi-tools, the KL weight rises
             linearly over ``n_epochs_kl_warmup=400`` epochs, so shorter runs end with a KL
-            weight below 1.
+            weight below 1. With a learned prior: ``prior_lr`` (the prior parameters'
+            learning rate, default ``1e-2``) and, for the sparse prior,
+            ``edge_anneal_fraction`` (the share of ``max_epochs`` over which the edge bound
+            falls from the number of salient factors to ``edge_bound``, default 0.5).
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer`.
 

@@ -166,7 +166,8 @@ class ComparativeTrainingPlan(TrainingPlan):
         super().on_train_epoch_start()
         if "edges" not in self.constraints:
             return
-        anneal_epochs = self.edge_anneal_fraction * (self.trainer.max_epochs or 0)
+        # max_epochs is None or -1 when training is bounded by steps: no schedule then.
+        anneal_epochs = self.edge_anneal_fraction * max(self.trainer.max_epochs or 0, 0)
         progress = min(1.0, self.current_epoch / anneal_epochs) if anneal_epochs else 1.0
         start = max(self.module.n_salient_latent, self.edge_bound)
         self.constraints["edges"].bound = start + progress * (self.edge_bound - start)
