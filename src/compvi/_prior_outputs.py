@@ -80,8 +80,7 @@ class PriorOutputsMixin:
             law = salient_prior.distribution(codes)
             return _parameter_table(self._perturbations, law.loc, law.scale)
         if isinstance(salient_prior, SparsePrior):
-            hard = (salient_prior.edge_logits > 0).to(salient_prior.edge_logits.dtype)
-            means, log_scales = salient_prior.parameters_given(hard)
+            means, log_scales = salient_prior.parameters_given(salient_prior.hard_graph())
             codes = salient_prior.perturbed_codes
             return _parameter_table(self._perturbations, means[codes], log_scales[codes].exp())
         raise ValueError(

@@ -190,10 +190,14 @@ class SparsePrior(SalientPrior):
         """Return the expected number of edges per perturbation (mean row sum of probabilities)."""
         return self.edge_probabilities().sum(-1).mean()
 
+    def hard_graph(self) -> torch.Tensor:
+        """Return the graph over all condition codes: 1 where the edge probability > 1/2."""
+        return (self.edge_logits > 0).to(self.edge_logits.dtype)
+
     def mask(self) -> torch.Tensor:
         """Relaxed (training) or hard (evaluation) graph over all condition codes."""
         if not self.training:
-            return (self.edge_logits > 0).to(self.edge_logits.dtype)
+            return self.hard_graph()
         uniform = torch.rand_like(self.edge_logits).clamp(1e-6, 1 - 1e-6)
         logistic_noise = torch.log(uniform) - torch.log1p(-uniform)
         return torch.sigmoid((self.edge_logits + logistic_noise) / self.temperature)
