@@ -120,8 +120,9 @@ class PriorOutputsMixin:
 
         """
         mixture = self._prior_of(MixturePrior, "mixture", "get_component_responsibilities")
-        adata = self._validate_anndata(adata)
+        # get_latent_representation validates (and transfers) a new AnnData once.
         salient = self.get_latent_representation(adata, indices=indices, batch_size=batch_size)
+        adata = self.adata if adata is None else adata
         parameter = mixture.means
         probabilities = mixture.responsibilities(
             torch.as_tensor(salient, dtype=parameter.dtype, device=parameter.device)
