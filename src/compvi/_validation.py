@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,8 +30,24 @@ def get_matrix(adata: AnnData, layer: str | None):
     return adata.layers[layer]
 
 
-def _values(matrix) -> np.ndarray:
-    return matrix.data if sparse.issparse(matrix) else np.asarray(matrix)
+# Rows per chunk when scanning the counts: bounded memory for backed (on-disk) AnnData.
+_CHUNK_ROWS = 10_000
+
+
+def _value_chunks(matrix) -> Iterator[np.ndarray]:
+    """Yield the stored values of the count matrix, a block of rows at a time.
+
+    In-memory arrays, scipy sparse matrices and backed h5py/sparse datasets all slice by
+    rows, so an on-disk matrix is never read into memory whole.
+    """
+    for start in range(0, matrix.shape[0], _CHUNK_ROWS):
+        block = matrix[start : start + _CHUNK_ROWS]
+        yield block.data if sparse.issparse(block) else np.asarray(block)
+
+
+def _row_total_chunks(matrix) -> Iterator[np.ndarray]:
+    for start in range(0, matrix.shape[0], _CHUNK_ROWS):
+        yield np.asarray(matrix[start : start + _CHUNK_ROWS].sum(axis=1)).ravel()
 
 
 def check_counts(adata: AnnData, layer: str | None) -> None:
@@ -43,18 +59,17 @@ def check_counts(adata: AnnData, layer: str | None) -> None:
         )
     matrix = get_matrix(adata, layer)
     name = matrix_name(layer)
-    values = _values(matrix)
-    if np.isnan(values).any():
-        raise ValueError(f"{name} contains NaN; counts must be finite non-negative numbers.")
-    if np.isinf(values).any():
-        raise ValueError(f"{name} contains infinite values; counts must be finite.")
-    if (values < 0).any():
-        raise ValueError(
-            f"{name} contains negative values; ComparativeVI models raw counts. "
-            "Pass the raw UMI counts (e.g. layer='counts')."
-        )
-    totals = np.asarray(matrix.sum(axis=1)).ravel()
-    n_empty = int((totals == 0).sum())
+    for values in _value_chunks(matrix):
+        if np.isnan(values).any():
+            raise ValueError(f"{name} contains NaN; counts must be finite non-negative numbers.")
+        if np.isinf(values).any():
+            raise ValueError(f"{name} contains infinite values; counts must be finite.")
+        if (values < 0).any():
+            raise ValueError(
+                f"{name} contains negative values; ComparativeVI models raw counts. "
+                "Pass the raw UMI counts (e.g. layer='counts')."
+            )
+    n_empty = sum(int((totals == 0).sum()) for totals in _row_total_chunks(matrix))
     if n_empty:
         raise ValueError(
             f"{n_empty} cells have zero total counts in {name}; remove them first, e.g. "
@@ -64,13 +79,17 @@ def check_counts(adata: AnnData, layer: str | None) -> None:
 
 def check_looks_like_counts(adata: AnnData, layer: str | None, gene_likelihood: str) -> None:
     """Refuse matrices that are clearly log-normalized, since count likelihoods cannot fit them."""
-    values = _values(get_matrix(adata, layer))
-    if values.size == 0 or np.all(np.mod(values, 1) == 0):
+    all_integer, largest = True, -np.inf
+    for values in _value_chunks(get_matrix(adata, layer)):
+        if values.size:
+            all_integer = all_integer and bool(np.all(np.mod(values, 1) == 0))
+            largest = max(largest, float(values.max()))
+    if all_integer:
         return
-    if values.max() <= _LOG_NORMALIZED_MAX:
+    if largest <= _LOG_NORMALIZED_MAX:
         raise ValueError(
             f"{matrix_name(layer)} holds non-integer values no larger than "
-            f"{values.max():.3g}: it looks log-normalized, which the {gene_likelihood!r} count "
+            f"{largest:.3g}: it looks log-normalized, which the {gene_likelihood!r} count "
             "likelihood cannot model. Register the raw counts with "
             "ComparativeVI.setup_anndata(adata, layer='counts', ...)."
         )
