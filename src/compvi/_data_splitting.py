@@ -103,12 +103,16 @@ class ComparativeDataSplitter(pl.LightningDataModule):
         perturbed = self.split[DATA_SOURCES.PERTURBED][part]
         if len(control) == 0 or len(perturbed) == 0:
             return None
+        # Attached to a trainer, each process of distributed training loads its own shard.
+        trainer = getattr(self, "trainer", None)
         return PairedDataLoader(
             self.adata_manager,
             control,
             perturbed,
             shuffle=shuffle,
             load_sparse_tensor=self.load_sparse_tensor,
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
             **self.loader_kwargs,
         )
 

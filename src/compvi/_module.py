@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -298,17 +298,19 @@ class ComparativeVAE(BaseModuleClass):
         return _masked_mean(energy, ~perturbed)
 
     @staticmethod
-    def dependence(qz: Normal, qs: Normal, perturbed: torch.Tensor) -> torch.Tensor:
+    def dependence(
+        background: torch.Tensor, salient: torch.Tensor, perturbed: torch.Tensor
+    ) -> torch.Tensor:
         """Mean squared correlation between background and salient coordinates.
 
-        Pearson correlations between every background and every salient posterior mean over
-        the perturbed cells of the minibatch, squared, adjusted for the minibatch size as
-        adjusted R² is (``1 - (1 - r²)(n - 1)/(n - 2)``, so independent coordinates give
-        about 0 whatever ``n``), and averaged. The model's priors make the two spaces
-        independent; 1 means every salient coordinate is a linear function of every
-        background one.
+        Pearson correlations between every background and every salient posterior mean
+        (``background``, ``salient``: cells x dimensions) over the perturbed cells of the
+        minibatch, squared, adjusted for the minibatch size as adjusted R² is
+        (``1 - (1 - r²)(n - 1)/(n - 2)``, so independent coordinates give about 0 whatever
+        ``n``), and averaged. The model's priors make the two spaces independent; 1 means
+        every salient coordinate is a linear function of every background one.
         """
-        background, salient = qz.loc[perturbed], qs.loc[perturbed]
+        background, salient = background[perturbed], salient[perturbed]
         n = background.shape[0]
         if n < 3:
             return background.new_zeros(())
@@ -318,26 +320,47 @@ class ComparativeVAE(BaseModuleClass):
         return (1 - (1 - squared) * (n - 1) / (n - 2)).mean()
 
     @staticmethod
-    def background_shift(qz: Normal, perturbed: torch.Tensor) -> torch.Tensor:
+    def background_shift(background: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
         """Difference between the background coordinates of perturbed and control cells.
 
-        The squared difference between the two groups' mean background posterior means,
-        divided by their pooled variance, averaged over background dimensions and adjusted
-        for the minibatch sizes (minus ``1/n_control + 1/n_perturbed``, its expectation when
-        both groups come from one distribution), so matching groups give about 0. The model's
-        prior gives control and perturbed cells the same background distribution, as a
-        randomized screen does; 1 means the groups are a pooled standard deviation apart in
-        every background dimension.
+        The squared difference between the two groups' mean background posterior means
+        (``background``: cells x dimensions), divided by their pooled variance, averaged over
+        background dimensions and adjusted for the minibatch sizes (minus
+        ``1/n_control + 1/n_perturbed``, its expectation when both groups come from one
+        distribution), so matching groups give about 0. The model's prior gives control and
+        perturbed cells the same background distribution, as a randomized screen does; 1
+        means the groups are a pooled standard deviation apart in every background dimension.
         """
-        control_codes, perturbed_codes = qz.loc[~perturbed], qz.loc[perturbed]
+        control_codes, perturbed_codes = background[~perturbed], background[perturbed]
         n_control, n_perturbed = control_codes.shape[0], perturbed_codes.shape[0]
         if n_control < 2 or n_perturbed < 2:
-            return qz.loc.new_zeros(())
+            return background.new_zeros(())
         pooled = (
             (n_control - 1) * control_codes.var(0) + (n_perturbed - 1) * perturbed_codes.var(0)
         ) / (n_control + n_perturbed - 2)
         squared = (perturbed_codes.mean(0) - control_codes.mean(0)).pow(2) / (pooled + 1e-6)
         return (squared - (1 / n_control + 1 / n_perturbed)).mean()
+
+    def _minibatch_measures(
+        self,
+        qz: Normal,
+        qs: Normal,
+        perturbed: torch.Tensor,
+        gather: Callable[[torch.Tensor], torch.Tensor] | None,
+    ) -> dict[str, torch.Tensor]:
+        """Dependence and background shift, over the global minibatch when ``gather`` is set."""
+        background, salient = qz.loc, qs.loc
+        if gather is not None:
+            # One collective for all three: the processes' rows, stacked.
+            stacked = gather(torch.cat([background, salient, perturbed[:, None].float()], 1))
+            background, salient, flags = stacked.split(
+                [background.shape[1], salient.shape[1], 1], dim=1
+            )
+            perturbed = flags[:, 0] > 0.5
+        return {
+            "dependence": self.dependence(background, salient, perturbed),
+            "background_shift": self.background_shift(background, perturbed),
+        }
 
     def loss(
         self,
@@ -347,6 +370,7 @@ class ComparativeVAE(BaseModuleClass):
         kl_weight: float | torch.Tensor = 1.0,
         control_weight: float | torch.Tensor = 0.5,
         leakage_weight: float | torch.Tensor = 0.0,
+        gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> LossOutput:
         """Negative ELBO of control and perturbed cells, combined, plus a leakage penalty.
 
@@ -354,6 +378,11 @@ class ComparativeVAE(BaseModuleClass):
         ``L_*`` is the mean negative ELBO of each group in the minibatch and ``w`` is
         ``control_weight`` (0.5 adds the two objectives). The per-group objectives and the
         leakage are returned in ``extra_metrics`` so a training plan can re-weight them.
+
+        ``gather``, under distributed training, stacks a tensor's rows from every process
+        (differentiably), so that the measures that are statistics of the whole minibatch
+        (dependence, background shift) are those of the global minibatch; the means over
+        cells need no gathering, since averaging the processes' gradients averages them.
         """
         x = tensors[REGISTRY_KEYS.X_KEY]
         if x.layout != torch.strided:
@@ -393,8 +422,7 @@ class ComparativeVAE(BaseModuleClass):
                 "loss_control": loss_control,
                 "loss_perturbed": loss_perturbed,
                 "leakage": leakage,
-                "dependence": self.dependence(qz, qs, perturbed),
-                "background_shift": self.background_shift(qz, perturbed),
+                **self._minibatch_measures(qz, qs, perturbed, gather),
                 **self.salient_prior.measures(),
             },
         )

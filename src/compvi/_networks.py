@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
+from ._distributed import GlobalBatchNorm1d
+
 # Keeps posterior variances away from zero, as scvi-tools' encoders do.
 _VARIANCE_EPS = 1e-4
 # Negative slope of the decoder's activations: leaky-ReLU keeps the decoder piece-wise affine
@@ -20,7 +22,7 @@ def _hidden_stack(
     for i in range(n_layers):
         block = [nn.Linear(n_in if i == 0 else n_hidden, n_hidden)]
         if batch_norm:
-            block.append(nn.BatchNorm1d(n_hidden, momentum=0.01, eps=1e-3))
+            block.append(GlobalBatchNorm1d(n_hidden, momentum=0.01, eps=1e-3))
         block.append(nn.ReLU())
         if dropout_rate > 0:
             block.append(nn.Dropout(dropout_rate))
