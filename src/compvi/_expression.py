@@ -115,11 +115,12 @@ class ExpressionMixin:
         means (``n_samples=None``, one "sample") or the same posterior draws, so differences
         between kinds are paired cell by cell and draw by draw.
         """
-        genes = adata.var_names if gene_list is None else pd.Index(gene_list)
-        missing = genes.difference(adata.var_names)
+        var_names = self._gene_names(adata)  # a MuData's var_names span every modality
+        genes = var_names if gene_list is None else pd.Index(gene_list)
+        missing = genes.difference(var_names)
         if len(missing):
             raise KeyError(f"gene_list has genes not in adata.var_names: {list(missing[:5])}.")
-        gene_mask = torch.as_tensor(adata.var_names.get_indexer(genes))
+        gene_mask = torch.as_tensor(var_names.get_indexer(genes))
         batch_code = None
         if transform_batch is not None:
             (batch_code,) = _get_batch_code_from_category(
