@@ -130,19 +130,22 @@ def test_plan_mgda_weight_equals_min_norm_of_per_objective_gradients(screen):
         batch_size=32,
     )
     splitter.setup()
-    tensors = concatenate_sources(next(iter(splitter.train_dataloader())))
-    inference, generative, loss_output = model.module(tensors)
-    alpha = plan._mgda_weight(loss_output, generative, inference["perturbed"])
-
     layer = model.module.decoder.logits
-    grads = []
-    for key in ("loss_control", "loss_perturbed"):
-        weight, bias = torch.autograd.grad(
-            loss_output.extra_metrics[key], [layer.weight, layer.bias], retain_graph=True
-        )
-        grads.append(torch.cat([weight.T.reshape(-1), bias]))
-    torch.testing.assert_close(alpha, min_norm_weight(*grads))
-    assert 0 < alpha.item() < 1
+    alphas = []
+    for batch in splitter.train_dataloader():
+        tensors = concatenate_sources(batch)
+        inference, generative, loss_output = model.module(tensors)
+        alpha = plan._mgda_weight(loss_output, generative, inference["perturbed"])
+        grads = []
+        for key in ("loss_control", "loss_perturbed"):
+            weight, bias = torch.autograd.grad(
+                loss_output.extra_metrics[key], [layer.weight, layer.bias], retain_graph=True
+            )
+            grads.append(torch.cat([weight.T.reshape(-1), bias]))
+        torch.testing.assert_close(alpha, min_norm_weight(*grads))
+        alphas.append(alpha.item())
+    # Some minibatch must leave the clipped corners, or the comparison would be trivial.
+    assert any(0 < alpha < 1 for alpha in alphas)
 
 
 def test_non_finite_loss_stops_training_naming_the_term(screen):
@@ -237,9 +240,7 @@ def test_save_load_round_trip_gives_identical_latents(trained, tmp_path):
 def test_loading_onto_other_genes_raises(trained, tmp_path):
     model, adata = trained
     model.save(tmp_path / "model", save_anndata=False)
-    reordered = adata[:, ::-1].copy()
-    with pytest.raises(ValueError, match="another order"):
-        compvi.ComparativeVI.load(tmp_path / "model", adata=reordered)
+    # (The same genes in another order load: tests/test_reliability.py.)
     fewer = adata[:, 3:].copy()
     with pytest.raises(ValueError, match=r"3 missing \(e.g. \['gene_0', 'gene_1', 'gene_2'\]\)"):
         compvi.ComparativeVI.load(tmp_path / "model", adata=fewer)

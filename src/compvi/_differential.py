@@ -10,7 +10,6 @@ import pandas as pd
 from anndata import AnnData
 from scvi import settings
 from scvi.data import AnnDataManager
-from scvi.model._utils import scrna_raw_counts_properties
 from scvi.model.base import DifferentialComputation
 from scvi.model.base._de_core import _fdr_de_prediction
 from scvi.model.base._differential import (
@@ -21,6 +20,7 @@ from scvi.model.base._differential import (
 from scvi.utils import track
 
 from ._constants import DE_MODES, DE_REFERENCES, REGISTRY_KEYS
+from ._row_blocks import row_blocks, row_totals, scale_rows
 
 _EPS = 1e-8
 
@@ -85,6 +85,32 @@ def paired_change(
         "delta": delta,
         **{f"lfc_{k}": v for k, v in describe_continuous_distrib(shrunk, None).items()},
     }
+
+
+def raw_count_properties(
+    counts, cells: Sequence[int], reference_cells: Sequence[int]
+) -> dict[str, np.ndarray]:
+    """Per-gene summaries of the raw counts of two groups of cells.
+
+    The same columns as scvi-tools' ``all_stats`` (mean count, fraction of cells with a
+    non-zero count, and mean count per 10,000 of each cell's total, for group 1 and 2), read
+    a block of rows at a time, so a backed matrix is never loaded whole and the AnnData is
+    not written to.
+    """
+    properties = {}
+    for suffix, rows in (("1", cells), ("2", reference_cells)):
+        total, nonzero, normalized = 0.0, 0.0, 0.0
+        for block in row_blocks(counts, rows):
+            total = total + np.asarray(block.sum(0)).ravel()
+            nonzero = nonzero + np.asarray((block != 0).sum(0)).ravel()
+            per_10k = scale_rows(block, 1e4 / np.maximum(row_totals(block), _EPS))
+            normalized = normalized + np.asarray(per_10k.sum(0)).ravel()
+        rows = np.asarray(rows)
+        n_cells = int(rows.sum()) if rows.dtype == bool else len(np.unique(rows))
+        properties[f"raw_mean{suffix}"] = total / n_cells
+        properties[f"non_zeros_proportion{suffix}"] = nonzero / n_cells
+        properties[f"raw_normalized_mean{suffix}"] = normalized / n_cells
+    return properties
 
 
 class DifferentialExpressionMixin:
@@ -187,10 +213,12 @@ class DifferentialExpressionMixin:
         adata = self._validate_anndata(adata)
         manager = self.get_anndata_manager(adata, required=True)
         condition_key = manager.registry["setup_args"]["condition_key"]
+        # A MuData's condition column may live in a modality's obs; other groupings in .obs.
+        obs = self._registered_obs(adata, "condition_key") if groupby is None else adata.obs
         groupby = condition_key if groupby is None else groupby
-        if groupby not in adata.obs:
+        if groupby not in obs:
             raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
-        labels = adata.obs[groupby].astype(str).to_numpy()
+        labels = obs[groupby].astype(str).to_numpy()
         control_cells = ~self._is_perturbed(manager)
         if group1 is None:
             group1 = [g for g in pd.unique(labels) if g not in self.control_categories]
@@ -245,8 +273,9 @@ class DifferentialExpressionMixin:
                 name = group2_name
             if all_stats:
                 compared = control_cells if reference == "counterfactual" else reference_cells
-                stats.update(scrna_raw_counts_properties(manager, cells, compared))
-            table = pd.DataFrame(stats, index=adata.var_names)
+                counts = manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+                stats.update(raw_count_properties(counts, cells, compared))
+            table = pd.DataFrame(stats, index=self._gene_names(adata))
             table = table.sort_values(
                 "proba_de" if mode == "change" else "bayes_factor", ascending=False
             )

@@ -6,13 +6,21 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import torch
 from anndata import AnnData
+from mudata import MuData
+from scvi import settings
 from scvi.data import AnnDataManager
 from scvi.data.fields import (
     CategoricalJointObsField,
     CategoricalObsField,
     LayerField,
+    MuDataCategoricalJointObsField,
+    MuDataCategoricalObsField,
+    MuDataLayerField,
+    MuDataNumericalJointObsField,
+    MuDataNumericalObsField,
     NumericalJointObsField,
     NumericalObsField,
 )
@@ -28,6 +36,7 @@ from ._constants import (
     REGISTRY_KEYS,
     REPRESENTATION_KINDS,
 )
+from ._data_loading import InOrderDataLoader
 from ._data_splitting import ComparativeDataSplitter
 from ._differential import DifferentialExpressionMixin
 from ._expression import ExpressionMixin
@@ -154,7 +163,10 @@ class ComparativeVI(
         if not mask_temperature > 0:
             raise ValueError(f"mask_temperature must be > 0, got {mask_temperature}.")
         setup_args = self.adata_manager.registry["setup_args"]
-        _validation.check_looks_like_counts(adata, setup_args["layer"], gene_likelihood)
+        with _validation.located(_validation.location(adata, setup_args, "rna_layer")):
+            _validation.check_looks_like_counts(
+                *_validation.registered_counts(adata, setup_args), gene_likelihood
+            )
 
         n_batch = self.summary_stats.n_batch
         manager = self.adata_manager
@@ -253,10 +265,13 @@ class ComparativeVI(
             An obs key or layer that does not exist.
         ValueError
             A missing control label, no perturbed cells, missing values, empty conditions,
-            or counts with NaN, infinite, negative values or all-zero cells.
+            duplicated ``adata.obs_names``, counts with NaN, infinite, negative values,
+            values above ``2**31 - 1`` or all-zero cells, or counts in a scipy sparse array
+            (``csr_array``) instead of a sparse matrix.
 
         """
         control_category = _validation.normalize_control_category(control_category)
+        _validation.check_unique_obs_names(adata)
         _validation.check_counts(adata, layer)
         _validation.check_condition(adata, condition_key, control_category)
         _validation.check_covariates(
@@ -280,6 +295,134 @@ class ComparativeVI(
         cls.register_manager(adata_manager)
 
     @classmethod
+    def setup_mudata(
+        cls,
+        mdata: MuData,
+        rna_layer: str | None = None,
+        *,
+        condition_key: str,
+        control_category: str | Sequence[str],
+        batch_key: str | None = None,
+        size_factor_key: str | None = None,
+        categorical_covariate_keys: Sequence[str] | None = None,
+        continuous_covariate_keys: Sequence[str] | None = None,
+        modalities: dict[str, str] | None = None,
+        **kwargs,
+    ) -> None:
+        """Register a MuData's RNA counts, condition and covariates with ComparativeVI.
+
+        The model uses the RNA modality's counts only; other modalities (guide counts,
+        protein) are carried along with the cells, not modelled. Each obs key is read from
+        ``mdata.mod[modality].obs`` when ``modalities`` names a modality for its argument,
+        else from ``mdata.obs``. The checks of :meth:`setup_anndata` run first, on the
+        object that holds each field, and nothing is written when one fails; registration
+        then adds ``_scvi_*`` columns to the obs it reads and ``_scvi_*`` entries to
+        ``mdata.uns``, as for an AnnData.
+
+        Parameters
+        ----------
+        mdata
+            MuData whose RNA modality holds raw counts for every cell of ``mdata``.
+        rna_layer
+            Layer of the RNA modality with the raw counts; ``None`` uses its ``.X``.
+        condition_key
+            Obs column with each cell's condition (perturbation or control).
+        control_category
+            The label, or list of labels, of the condition column that mean "control".
+            Every other label is a perturbation.
+        batch_key
+            Obs column with batches; one-hot encoded into every network.
+        size_factor_key
+            Obs column with positive size factors, used as library size instead of the
+            observed total counts.
+        categorical_covariate_keys
+            Obs columns with categorical covariates (one-hot into every network).
+        continuous_covariate_keys
+            Obs columns with continuous covariates (into every network).
+        modalities
+            Maps the arguments above (``"rna_layer"``, ``"condition_key"``, ``"batch_key"``,
+            ``"size_factor_key"``, ``"categorical_covariate_keys"``,
+            ``"continuous_covariate_keys"``) to the modality that holds them, e.g.
+            ``{"rna_layer": "rna", "condition_key": "rna"}``. ``"rna_layer"`` is required;
+            an argument left out is read from ``mdata.obs``.
+        **kwargs
+            Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
+
+        Raises
+        ------
+        KeyError
+            An obs key or layer that does not exist.
+        ValueError
+            ``modalities`` without ``"rna_layer"``, naming a modality that ``mdata`` lacks,
+            or a modality without every cell of ``mdata`` in order; duplicated
+            ``mdata.obs_names``, a missing control label,
+            no perturbed cells, missing values, empty conditions, or counts with NaN,
+            infinite, negative values or all-zero cells.
+
+        """
+        control_category = _validation.normalize_control_category(control_category)
+        setup_method_args = cls._get_setup_method_args(**locals())
+        _validation.modality_names(mdata, modalities)
+        # Fills in None for every setup argument without a modality (read from mdata.obs) and
+        # rejects mappings for arguments that setup_mudata does not have.
+        mods = cls._create_modalities_attr_dict(modalities, setup_method_args)
+        args = setup_method_args["setup_args"]
+
+        def checked_at(argument: str):
+            return _validation.registered_obs(mdata, args, argument)
+
+        with _validation.located("mdata"):
+            _validation.check_unique_obs_names(mdata)
+        with _validation.located(_validation.location(mdata, args, "rna_layer")):
+            _validation.check_counts(mdata.mod[mods.rna_layer], rna_layer)
+        with _validation.located(_validation.location(mdata, args, "condition_key")):
+            _validation.check_condition(
+                checked_at("condition_key"), condition_key, control_category
+            )
+        # Covariates may each live in another modality: check each where it is read.
+        for argument, check_args in {
+            "batch_key": (batch_key, None, None, None),
+            "size_factor_key": (None, size_factor_key, None, None),
+            "categorical_covariate_keys": (None, None, categorical_covariate_keys, None),
+            "continuous_covariate_keys": (None, None, None, continuous_covariate_keys),
+        }.items():
+            with _validation.located(_validation.location(mdata, args, argument)):
+                _validation.check_covariates(checked_at(argument), *check_args)
+
+        mudata_fields = [
+            MuDataLayerField(
+                REGISTRY_KEYS.X_KEY,
+                rna_layer,
+                mod_key=mods.rna_layer,
+                is_count_data=True,
+                mod_required=True,
+            ),
+            MuDataCategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key, mod_key=mods.batch_key),
+            MuDataCategoricalObsField(
+                REGISTRY_KEYS.CONDITION_KEY, condition_key, mod_key=mods.condition_key
+            ),
+            MuDataNumericalObsField(
+                REGISTRY_KEYS.SIZE_FACTOR_KEY,
+                size_factor_key,
+                mod_key=mods.size_factor_key,
+                required=False,
+            ),
+            MuDataCategoricalJointObsField(
+                REGISTRY_KEYS.CAT_COVS_KEY,
+                categorical_covariate_keys,
+                mod_key=mods.categorical_covariate_keys,
+            ),
+            MuDataNumericalJointObsField(
+                REGISTRY_KEYS.CONT_COVS_KEY,
+                continuous_covariate_keys,
+                mod_key=mods.continuous_covariate_keys,
+            ),
+        ]
+        adata_manager = AnnDataManager(fields=mudata_fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(mdata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    @classmethod
     def load(cls, dir_path: str, adata: AnnData | None = None, **kwargs) -> ComparativeVI:
         """Load a model saved with :meth:`save`, optionally onto a new AnnData.
 
@@ -288,8 +431,11 @@ class ComparativeVI(
         dir_path
             Folder the model was saved to.
         adata
-            AnnData to attach; it must have the training genes in the training order.
-            ``None`` uses the AnnData saved with the model.
+            AnnData to attach, with the training genes. If it holds them in another order,
+            the model holds a copy of it with the genes put in training order
+            (``model.adata`` is then that copy, and ``adata`` itself is not modified), so
+            embeddings and expression come out in training gene order. ``None`` uses the
+            AnnData saved with the model.
         **kwargs
             Passed to :meth:`scvi.model.base.BaseModelClass.load` (``accelerator``,
             ``device``, ``prefix``, ...).
@@ -297,14 +443,17 @@ class ComparativeVI(
         Raises
         ------
         ValueError
-            ``adata`` has other genes than the model, or the same genes in another order.
+            ``dir_path`` holds a model of another class (e.g. a
+            :class:`scvi.external.ContrastiveVI`), or ``adata`` has other genes than the
+            model.
 
         """
+        attr_dict, var_names, _, _ = _load_saved_files(
+            dir_path, load_adata=False, prefix=kwargs.get("prefix"), map_location="cpu"
+        )
+        _validation.check_saved_model_class(dir_path, attr_dict["registry_"], cls.__name__)
         if adata is not None:
-            _, var_names, _, _ = _load_saved_files(
-                dir_path, load_adata=False, prefix=kwargs.get("prefix"), map_location="cpu"
-            )
-            _validation.check_same_genes(adata, var_names)
+            adata = _validation.check_same_genes(adata, var_names, reorder=True)
         return super().load(dir_path, adata=adata, **kwargs)
 
     def _validate_anndata(
@@ -312,9 +461,53 @@ class ComparativeVI(
     ) -> AnnData:
         """Check a new AnnData's conditions before scvi-tools transfers the registration."""
         if adata is not None and adata is not self.adata:
-            condition_key = self.adata_manager.registry["setup_args"]["condition_key"]
-            _validation.check_known_conditions(adata, condition_key, self.conditions)
+            setup_args = self.adata_manager.registry["setup_args"]
+            _validation.check_data_kind(adata, setup_args)
+            if isinstance(adata, AnnData):
+                # scvi-tools transfers the registration by the number of genes only, so the
+                # same genes in another order would be encoded with the wrong weights.
+                _validation.check_same_genes(adata, self.adata.var_names)
+            else:
+                # Only the RNA modality is modelled; other modalities may differ.
+                with _validation.located(_validation.location(adata, setup_args, "rna_layer")):
+                    _validation.check_same_genes(
+                        _validation.registered_counts(adata, setup_args)[0],
+                        self._gene_names(self.adata),
+                    )
+            # With a MuData the condition column may live in a modality's obs.
+            with _validation.located(_validation.location(adata, setup_args, "condition_key")):
+                _validation.check_known_conditions(
+                    _validation.registered_obs(adata, setup_args, "condition_key"),
+                    setup_args["condition_key"],
+                    self.conditions,
+                )
         return super()._validate_anndata(adata, copy_if_view)
+
+    def _make_data_loader(
+        self,
+        adata: AnnData | MuData,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+        shuffle: bool = False,
+        data_loader_class=None,
+        **data_loader_kwargs,
+    ):
+        """Minibatches for inference, in the order of ``indices``, from memory or disk.
+
+        scvi-tools' loader reads a backed AnnData's rows of each minibatch sorted, which
+        reorders the outputs of unsorted ``indices``; this one puts them back. Shuffled or
+        custom loaders are scvi-tools' own.
+        """
+        if shuffle or data_loader_class is not None:
+            return super()._make_data_loader(
+                adata, indices, batch_size, shuffle, data_loader_class, **data_loader_kwargs
+            )
+        return InOrderDataLoader(
+            self.get_anndata_manager(adata, required=True),
+            indices,
+            batch_size=batch_size or settings.batch_size,
+            **data_loader_kwargs,
+        )
 
     # -------------------------------------------------------------- conditions
     @property
@@ -330,6 +523,16 @@ class ComparativeVI(
 
     def _control_codes(self) -> list[int]:
         return [i for i, c in enumerate(self.conditions) if c in self.control_categories]
+
+    def _gene_names(self, adata: AnnData | MuData) -> pd.Index:
+        """Genes of the modelled counts: ``var_names`` of the RNA modality for a MuData."""
+        setup_args = self.adata_manager.registry["setup_args"]
+        return _validation.registered_counts(adata, setup_args)[0].var_names
+
+    def _registered_obs(self, adata: AnnData | MuData, argument: str) -> pd.DataFrame:
+        """Return the obs frame a setup argument's column is read from (a modality's)."""
+        setup_args = self.adata_manager.registry["setup_args"]
+        return _validation.registered_obs(adata, setup_args, argument).obs
 
     def _is_perturbed(self, adata_manager: AnnDataManager) -> np.ndarray:
         codes = np.asarray(adata_manager.get_from_registry(REGISTRY_KEYS.CONDITION_KEY))
@@ -414,7 +617,8 @@ class ComparativeVI(
         multiplier_lr
             Dual-ascent step size of the multipliers, per training step.
         accelerator, devices
-            Lightning accelerator and devices.
+            Lightning accelerator and devices. For distributed data-parallel training pass
+            ``strategy="ddp"`` too (see ``**trainer_kwargs``).
         train_size
             Fraction of each group used for training.
         validation_size
@@ -436,7 +640,15 @@ class ComparativeVI(
             ``edge_anneal_fraction`` (the share of ``max_epochs`` over which the edge bound
             falls from the number of salient factors to ``edge_bound``, default 0.5).
         **trainer_kwargs
-            Passed to :class:`scvi.train.Trainer`.
+            Passed to :class:`scvi.train.Trainer`. ``strategy="ddp"`` (with ``devices`` > 1)
+            trains one process per device: each loads its shard of every global minibatch of
+            ``batch_size * devices`` cells per group, the processes average the gradients of
+            the MGDA weight and the constraint measures, and batch norm and the minibatch
+            statistics (dependence, background shift) use the global minibatch, so the run
+            follows a one-device run with ``batch_size * devices`` cells per group.
+            Lightning's ``"ddp"`` relaunches the running script once per device: call it
+            from a script, or use ``"ddp_notebook"`` in a notebook. Early stopping is off
+            under DDP (scvi-tools).
 
         """
         if not isinstance(batch_size, int | np.integer) or batch_size < 1:
@@ -521,10 +733,18 @@ class ComparativeVI(
         adata = self._validate_anndata(adata)
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         posterior_key = "qs" if representation_kind == "salient" else "qz"
-        latents = []
+        n_latent = (
+            self.module.n_salient_latent
+            if representation_kind == "salient"
+            else self.module.n_background_latent
+        )
+        # Filled a minibatch at a time: memory holds the output and one minibatch only.
+        latent = np.empty((len(loader.indices), n_latent), dtype=np.float32)
+        start = 0
         for tensors in loader:
             outputs = self.module.inference(**self.module._get_inference_input(tensors))
             posterior = outputs[posterior_key]
-            latent = posterior.loc if give_mean else posterior.sample()
-            latents.append(latent.cpu())
-        return torch.cat(latents).numpy()
+            draw = posterior.loc if give_mean else posterior.sample()
+            latent[start : start + len(draw)] = draw.cpu().numpy()
+            start += len(draw)
+        return latent

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import random
 from typing import Literal
 
+import numpy as np
 import torch
 from scvi.module.base import BaseModuleClass, LossOutput
 from scvi.train import TrainingPlan
 
 from ._constants import BALANCING_MODES
 from ._data_loading import concatenate_sources
+from ._distributed import GlobalBatchNorm1d, gather_rows, sum_over_processes
 from ._dual_ascent import DualAscentMultiplier
 from ._mgda import min_norm_weight
 
@@ -161,6 +164,82 @@ class ComparativeTrainingPlan(TrainingPlan):
         optimizer.add_param_group({"params": prior_parameters, "lr": self.prior_lr})
         return config
 
+    # Keys of the generators' states and of the training samplers' pass counters in a
+    # Lightning checkpoint.
+    _RNG_STATES_KEY = "compvi_rng_states"
+    _LOADER_PASSES_KEY = "compvi_loader_passes"
+
+    def _train_samplers(self) -> dict:
+        """Return the training loader's batch samplers, by group (none outside of fitting)."""
+        loader = self._trainer.train_dataloader if self._trainer is not None else None
+        return dict(getattr(loader, "samplers", None) or {})
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Store the random number generators' states and the loader's passes.
+
+        A Lightning checkpoint keeps the weights (with the dual-ascent multipliers, buffers
+        of this plan), the optimizer and the loop counters (which drive the KL warm-up and
+        the edge-bound schedule), but neither the global generators, from which dropout,
+        the posterior samples and the sparse prior's Gumbel noise draw, nor the training
+        loader's pass counters, which seed its shuffles. Without them a resumed run would
+        go on differently from the uninterrupted one.
+        """
+        super().on_save_checkpoint(checkpoint)
+        checkpoint[self._LOADER_PASSES_KEY] = {
+            name: sampler.passes for name, sampler in self._train_samplers().items()
+        }
+        states = {"torch": torch.get_rng_state(), "python": random.getstate()}
+        # numpy's state as tensors and plain numbers, so that checkpoints load with
+        # torch.load(weights_only=True). The legacy global generator is the one to save:
+        # it is what library code draws from.
+        _, keys, position, has_gauss, cached_gaussian = np.random.get_state(legacy=True)  # noqa: NPY002
+        states["numpy"] = (torch.from_numpy(keys.astype(np.int64)), position, has_gauss)
+        states["numpy_cached_gaussian"] = float(cached_gaussian)
+        if torch.cuda.is_available():
+            states["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint[self._RNG_STATES_KEY] = states
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Restore what :meth:`on_save_checkpoint` stored.
+
+        Lightning calls this before the first training batch is drawn, so a run resumed with
+        ``model.train(..., ckpt_path=...)`` draws the same minibatches and noise as the
+        uninterrupted run. This sets the global torch, numpy and Python generators.
+        """
+        super().on_load_checkpoint(checkpoint)
+        # The training loader does not exist yet: on_train_start hands the passes to it.
+        self._loader_passes_to_restore = checkpoint.get(self._LOADER_PASSES_KEY)
+        states = checkpoint.get(self._RNG_STATES_KEY)
+        if states is None:  # a checkpoint written without them: resume, not reproduce
+            return
+        torch.set_rng_state(states["torch"])
+        random.setstate(states["python"])
+        keys, position, has_gauss = states["numpy"]
+        np.random.set_state(  # noqa: NPY002 (the legacy global generator, as saved)
+            (
+                "MT19937",
+                keys.numpy().astype(np.uint32),
+                position,
+                has_gauss,
+                states["numpy_cached_gaussian"],
+            )
+        )
+        if "cuda" in states and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
+
+    def on_train_start(self) -> None:
+        """Give a resumed run's training loader the pass counters of the checkpoint.
+
+        Lightning builds the loader after restoring the checkpoint and draws the first
+        minibatch after this hook, so the resumed run shuffles as the uninterrupted one.
+        """
+        super().on_train_start()
+        passes = getattr(self, "_loader_passes_to_restore", None) or {}
+        for name, sampler in self._train_samplers().items():
+            if name in passes:
+                sampler.passes = passes[name]
+        self._loader_passes_to_restore = None
+
     def on_train_epoch_start(self) -> None:
         """Move the edge bound along its annealing schedule."""
         super().on_train_epoch_start()
@@ -184,9 +263,49 @@ class ComparativeTrainingPlan(TrainingPlan):
             retain_graph=True,
         )
         head_input = generative_outputs["px_head_input"].detach()
-        grad_control = _output_layer_gradient(delta[~perturbed], head_input[~perturbed])
-        grad_perturbed = _output_layer_gradient(delta[perturbed], head_input[perturbed])
+        grads = torch.stack(
+            [
+                _output_layer_gradient(delta[~perturbed], head_input[~perturbed]),
+                _output_layer_gradient(delta[perturbed], head_input[perturbed]),
+            ]
+        )
+        # Under distributed training the mean over processes is the gradient of the global
+        # minibatch's objectives, so every process computes the same weight.
+        grad_control, grad_perturbed = self._mean_over_processes(grads)
         return min_norm_weight(grad_control, grad_perturbed).detach()
+
+    def _mean_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Average a tensor over the processes of distributed training (itself on one)."""
+        if self._trainer is None or self.trainer.world_size == 1:
+            return tensor
+        return self.trainer.strategy.reduce(tensor, reduce_op="mean")
+
+    def _distribute_minibatch_statistics(self, distributed: bool) -> None:
+        self.loss_kwargs.pop("gather", None)
+        if distributed:
+            self.loss_kwargs["gather"] = gather_rows
+        for layer in self.module.modules():
+            if isinstance(layer, GlobalBatchNorm1d):
+                layer.sum_over_processes = sum_over_processes if distributed else None
+
+    def on_fit_start(self) -> None:
+        """Under distributed training, take minibatch statistics over all processes."""
+        super().on_fit_start()
+        self._distribute_minibatch_statistics(self.trainer.world_size > 1)
+
+    def on_fit_end(self) -> None:
+        """Back to one process's statistics, for inference and later fits."""
+        super().on_fit_end()
+        self._distribute_minibatch_statistics(False)
+
+    def compute_and_log_metrics(self, loss_output: LossOutput, metrics: dict, mode: str) -> None:
+        """scvi-tools' metrics, computed without gradients but outside inference mode.
+
+        Tensors created in inference mode cannot be updated in place, and under distributed
+        training Lightning averages the logged values across processes in place.
+        """
+        with torch.no_grad():
+            TrainingPlan.compute_and_log_metrics.__wrapped__(self, loss_output, metrics, mode)
 
     def _raise_if_not_finite(self, loss: torch.Tensor, loss_output: LossOutput, perturbed):
         if torch.isfinite(loss):
@@ -228,10 +347,18 @@ class ComparativeTrainingPlan(TrainingPlan):
         log = {"on_step": self.on_step, "on_epoch": self.on_epoch, "batch_size": len(perturbed)}
         self.log("train_loss", loss, prog_bar=True, **log)
         self.log("mgda_weight", alpha, **log)
-        for measure, constraint in self.constraints.items():
-            self.log(f"{measure}_multiplier", constraint.value, **log)
-            self.log(f"{measure}_bound", constraint.bound, **log)
-            constraint.step(extra[measure])
+        if self.constraints:
+            # Every process steps its multipliers with the same (mean) measures, so the
+            # multipliers stay identical across processes.
+            measures = self._mean_over_processes(
+                torch.stack([extra[measure].detach() for measure in self.constraints])
+            )
+            for (measure, constraint), value in zip(
+                self.constraints.items(), measures, strict=True
+            ):
+                self.log(f"{measure}_multiplier", constraint.value, **log)
+                self.log(f"{measure}_bound", constraint.bound, **log)
+                constraint.step(value)
         self.compute_and_log_metrics(loss_output, self.train_metrics, "train")
         return loss
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
+import scvi
 from anndata import AnnData
+from mudata import MuData
 from scipy import sparse
+
+from ._row_blocks import row_blocks, row_totals, stored_values
 
 # Log-normalized expression rarely exceeds this; raw UMI matrices almost always do.
 _LOG_NORMALIZED_MAX = 20.0
@@ -30,28 +36,21 @@ def get_matrix(adata: AnnData, layer: str | None):
     return adata.layers[layer]
 
 
-# Rows per chunk when scanning the counts: bounded memory for backed (on-disk) AnnData.
-_CHUNK_ROWS = 10_000
-
-
-def _value_chunks(matrix) -> Iterator[np.ndarray]:
-    """Yield the stored values of the count matrix, a block of rows at a time.
-
-    In-memory arrays, scipy sparse matrices and backed h5py/sparse datasets all slice by
-    rows, so an on-disk matrix is never read into memory whole.
-    """
-    for start in range(0, matrix.shape[0], _CHUNK_ROWS):
-        block = matrix[start : start + _CHUNK_ROWS]
-        yield block.data if sparse.issparse(block) else np.asarray(block)
-
-
-def _row_total_chunks(matrix) -> Iterator[np.ndarray]:
-    for start in range(0, matrix.shape[0], _CHUNK_ROWS):
-        yield np.asarray(matrix[start : start + _CHUNK_ROWS].sum(axis=1)).ravel()
+# The largest count accepted: int32's maximum. No UMI or read count of one gene in one cell
+# comes near it, so a larger value means a wrong matrix (scaled, summed or corrupted). The
+# loader hands the model float32, which holds integers exactly only up to 2**24, and the
+# float32 training breaks further up: with the Poisson likelihood the squared gradients of
+# the MGDA weight overflow from about 1e19 (the loss turns NaN), and any likelihood fails
+# once a count or a cell's total exceeds float32's maximum (3.4e38).
+_MAX_COUNT = 2**31 - 1
 
 
 def check_counts(adata: AnnData, layer: str | None) -> None:
-    """Reject empty data and count matrices with NaN, infinite, negative or all-zero cells."""
+    """Reject empty data and count matrices with NaN, infinite, negative, huge or all-zero cells.
+
+    Also rejects scipy sparse *arrays* (``csr_array``), which scvi-tools' count check cannot
+    read (it fails with ``TypeError: data type not understood``).
+    """
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise ValueError(
             f"The AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes); "
@@ -59,7 +58,15 @@ def check_counts(adata: AnnData, layer: str | None) -> None:
         )
     matrix = get_matrix(adata, layer)
     name = matrix_name(layer)
-    for values in _value_chunks(matrix):
+    if sparse.issparse(matrix) and not isinstance(matrix, sparse.spmatrix):
+        raise ValueError(
+            f"{name} is a scipy sparse array ({type(matrix).__name__}), which scvi-tools "
+            f"cannot register; convert it to a sparse matrix first: "
+            f"{name} = scipy.sparse.csr_matrix({name})."
+        )
+    n_empty = 0
+    for block in row_blocks(matrix):
+        values = stored_values(block)
         if np.isnan(values).any():
             raise ValueError(f"{name} contains NaN; counts must be finite non-negative numbers.")
         if np.isinf(values).any():
@@ -69,7 +76,14 @@ def check_counts(adata: AnnData, layer: str | None) -> None:
                 f"{name} contains negative values; ComparativeVI models raw counts. "
                 "Pass the raw UMI counts (e.g. layer='counts')."
             )
-    n_empty = sum(int((totals == 0).sum()) for totals in _row_total_chunks(matrix))
+        if values.size and values.max() > _MAX_COUNT:
+            raise ValueError(
+                f"{name} contains counts up to {float(values.max()):.4g}, above 2**31 - 1 "
+                "(int32's maximum), which no gene reaches in one cell and which float32 "
+                "training cannot represent exactly; pass the raw UMI counts (e.g. "
+                "layer='counts'), not scaled or summed values."
+            )
+        n_empty += int((row_totals(block) == 0).sum())
     if n_empty:
         raise ValueError(
             f"{n_empty} cells have zero total counts in {name}; remove them first, e.g. "
@@ -77,12 +91,34 @@ def check_counts(adata: AnnData, layer: str | None) -> None:
         )
 
 
+def check_unique_obs_names(adata: AnnData) -> None:
+    """Refuse duplicated cell names: results indexed by ``obs_names`` would be ambiguous."""
+    if adata.obs_names.is_unique:
+        return
+    duplicated = adata.obs_names[adata.obs_names.duplicated()].unique()
+    raise ValueError(
+        f"adata.obs_names has {len(duplicated)} duplicated cell names (e.g. "
+        f"{list(duplicated[:5])}); results indexed by cell (differential expression, "
+        "perturbation scores, subsets by name) would be ambiguous. Make them unique first "
+        "with adata.obs_names_make_unique()."
+    )
+
+
 def check_looks_like_counts(adata: AnnData, layer: str | None, gene_likelihood: str) -> None:
-    """Refuse matrices that are clearly log-normalized, since count likelihoods cannot fit them."""
+    """Refuse matrices that are clearly log-normalized, since count likelihoods cannot fit them.
+
+    Counts off integers by rounding noise only (``counts + 1e-7`` after a float32 round trip
+    or an undone normalization) are counts: they pass here whatever their largest value, and
+    scvi-tools' setup warns that they are not integers (the likelihoods accept them).
+    """
     all_integer, largest = True, -np.inf
-    for values in _value_chunks(get_matrix(adata, layer)):
+    for block in row_blocks(get_matrix(adata, layer)):
+        values = stored_values(block)
         if values.size:
-            all_integer = all_integer and bool(np.all(np.mod(values, 1) == 0))
+            # Tolerant comparison: rounding noise is relative to the value (float32's epsilon
+            # is 1.2e-7), and log-normalized values sit far from integers.
+            near = np.isclose(values, np.round(values), rtol=1e-6, atol=1e-4)
+            all_integer = all_integer and bool(np.all(near))
             largest = max(largest, float(values.max()))
     if all_integer:
         return
@@ -188,21 +224,181 @@ def check_covariates(
             )
 
 
-def check_same_genes(adata: AnnData, model_var_names: Sequence[str]) -> None:
-    """Require ``adata.var_names`` to equal the model's genes, in the same order."""
+def check_same_genes(
+    adata: AnnData | MuData, model_var_names: Sequence[str] | Mapping, *, reorder: bool = False
+) -> AnnData | MuData:
+    """Require ``adata.var_names`` to be the model's genes, in the training order.
+
+    Parameters
+    ----------
+    adata
+        The AnnData to check; it is never modified.
+    model_var_names
+        The genes the model was trained on, in training order.
+    reorder
+        Accept the same genes in another order and return a copy of ``adata`` with the
+        genes put in training order (what :meth:`ComparativeVI.load` does, once). Otherwise
+        such an AnnData raises: encoding it as is would silently feed each gene's counts to
+        another gene's weights.
+
+    Returns
+    -------
+    ``adata`` itself when its genes are in training order, else (``reorder=True``) the
+    reordered copy.
+
+    """
+    if isinstance(model_var_names, Mapping):
+        # A model set up with setup_mudata saves its features per modality.
+        check_same_modality_genes(adata, model_var_names)
+        return adata
     model_var_names = pd.Index(np.asarray(model_var_names).astype(str))
     var_names = adata.var_names.astype(str)
     if var_names.equals(model_var_names):
-        return
+        return adata
     missing = model_var_names.difference(var_names)
     extra = var_names.difference(model_var_names)
-    if missing.empty and extra.empty:
+    if missing.empty and extra.empty and var_names.is_unique and model_var_names.is_unique:
+        if reorder:
+            return adata[:, var_names.get_indexer(model_var_names)].copy()
         raise ValueError(
-            "adata has the model's genes in another order; reorder it first with "
-            "adata = adata[:, model_var_names].copy()."
+            "adata has the model's genes in another order, so each gene's counts would meet "
+            "another gene's weights; put them in training order first with "
+            "adata = adata[:, model.adata.var_names].copy() (ComparativeVI.load does this "
+            "itself)."
         )
     raise ValueError(
         f"adata.var_names differ from the genes the model was trained on: "
         f"{len(missing)} missing (e.g. {list(missing[:5])}), {len(extra)} extra "
         f"(e.g. {list(extra[:5])}). Subset adata to the training genes, in training order."
+    )
+
+
+def check_saved_model_class(dir_path: str, saved_registry: Mapping, model_class: str) -> None:
+    """Refuse a folder saved by another scvi-tools model class, naming the class to load it with.
+
+    scvi-tools records the saving class in ``registry["model_name"]`` and refuses a mismatch
+    only with "It appears you are loading a model from a different class.", after it has
+    already registered the AnnData with the wrong class.
+    """
+    saved = saved_registry.get("model_name")
+    if saved is None or saved == model_class:
+        return
+    # Name the class with its import path when it is one of scvi-tools' own.
+    loader = saved
+    for namespace in ("model", "external"):
+        if hasattr(getattr(scvi, namespace), saved):
+            loader = f"scvi.{namespace}.{saved}"
+            break
+    raise ValueError(
+        f"{dir_path} holds a {saved} model, not a {model_class}; load it with "
+        f"{loader}.load({str(dir_path)!r}, adata=...)."
+    )
+
+
+# --------------------------------------------------------------------------- MuData
+# ComparativeVI.setup_mudata reuses the AnnData checks above on the modality (or the MuData)
+# that holds each field; the helpers below find that object and rename ``adata`` in messages.
+
+
+def modality_names(mdata: MuData, modalities: Mapping[str, str | None] | None) -> dict:
+    """Check the ``modalities`` of ``setup_mudata``: ``rna_layer`` given, every name known."""
+    modalities = dict(modalities or {})
+    if modalities.get("rna_layer") is None:
+        raise ValueError(
+            "modalities must name the modality holding the RNA counts, e.g. "
+            f"modalities={{'rna_layer': 'rna'}} (modalities of mdata: {list(mdata.mod)})."
+        )
+    for argument, modality in modalities.items():
+        if modality is not None and modality not in mdata.mod:
+            raise ValueError(
+                f"modalities[{argument!r}]={modality!r} is not a modality of mdata "
+                f"(modalities: {list(mdata.mod)})."
+            )
+        if modality is not None and not mdata.mod[modality].obs_names.equals(mdata.obs_names):
+            # The data loader indexes every field by the MuData's cells, so a modality that
+            # lacks cells, or orders them differently, would pair counts with wrong labels.
+            raise ValueError(
+                f"mdata.mod[{modality!r}] ({argument}) must hold every cell of mdata in the "
+                f"same order ({mdata.mod[modality].n_obs} vs {mdata.n_obs} cells); subset "
+                "mdata to the cells that every modality has first."
+            )
+    return modalities
+
+
+def registered_counts(adata: AnnData | MuData, setup_args: Mapping) -> tuple[AnnData, str | None]:
+    """Return the AnnData (a MuData's RNA modality) and layer holding the counts."""
+    if isinstance(adata, MuData):
+        return adata.mod[setup_args["modalities"]["rna_layer"]], setup_args["rna_layer"]
+    return adata, setup_args["layer"]
+
+
+def registered_obs(adata: AnnData | MuData, setup_args: Mapping, argument: str):
+    """Return the object whose ``.obs`` holds a setup argument's column.
+
+    As in scvi-tools' MuData fields: the modality named in ``modalities`` for that argument,
+    else the MuData itself.
+    """
+    if isinstance(adata, MuData):
+        modality = (setup_args.get("modalities") or {}).get(argument)
+        return adata if modality is None else adata.mod[modality]
+    return adata
+
+
+def location(adata: AnnData | MuData, setup_args: Mapping, argument: str) -> str:
+    """How messages name the object holding a setup argument's field (``adata`` for AnnData)."""
+    if not isinstance(adata, MuData):
+        return "adata"
+    modality = (setup_args.get("modalities") or {}).get(argument)
+    return "mdata" if modality is None else f"mdata.mod[{modality!r}]"
+
+
+@contextmanager
+def located(name: str) -> Iterator[None]:
+    """Re-raise the AnnData checks' errors naming ``name`` (a MuData location) for ``adata``.
+
+    The counts' ``layer`` argument is ``rna_layer`` in ``setup_mudata``, so messages say so.
+    """
+    try:
+        yield
+    except (KeyError, ValueError) as error:
+        if name == "adata" or not error.args or not isinstance(error.args[0], str):
+            raise
+        message = error.args[0].replace("setup_anndata(adata,", "setup_mudata(mdata,")
+        # ``model.adata`` is the MuData itself: point it at the same modality instead.
+        message = re.sub(r"(?<!\.)\badata\b", name, message)
+        message = message.replace("model.adata.", f"model.adata{name.removeprefix('mdata')}.")
+        message = re.sub(r"\blayer=", "rna_layer=", message)
+        raise type(error)(message) from None
+
+
+def check_same_modality_genes(mdata: AnnData | MuData, model_var_names: Mapping) -> None:
+    """Require every modality a MuData model was saved with, with the same features in order."""
+    if not isinstance(mdata, MuData):
+        raise ValueError(
+            f"The model was trained on a MuData (modalities {list(model_var_names)}); "
+            "load it with a MuData that has those modalities, not an AnnData."
+        )
+    for modality, var_names in model_var_names.items():
+        if modality not in mdata.mod:
+            raise ValueError(
+                f"mdata has no modality {modality!r}, which the model was trained with "
+                f"(modalities of mdata: {list(mdata.mod)})."
+            )
+        with located(f"mdata.mod[{modality!r}]"):
+            check_same_genes(mdata.mod[modality], var_names)
+
+
+def check_data_kind(adata: AnnData | MuData, setup_args: Mapping) -> None:
+    """Refuse an AnnData for a model set up with ``setup_mudata``, and a MuData for the reverse."""
+    trained_on_mudata = "modalities" in setup_args
+    if isinstance(adata, MuData) == trained_on_mudata:
+        return
+    if trained_on_mudata:
+        raise ValueError(
+            "The model was set up with setup_mudata; pass a MuData with the same modalities "
+            f"({setup_args['modalities']}), not an AnnData."
+        )
+    raise ValueError(
+        "The model was set up with setup_anndata; pass an AnnData (e.g. the RNA modality, "
+        "mdata.mod['rna']), not a MuData."
     )
