@@ -87,6 +87,50 @@ def paired_change(
     }
 
 
+def _mean_counts(counts, rows) -> np.ndarray:
+    """Mean raw count of each gene over ``rows`` (indices or a mask), a block at a time."""
+    rows = np.asarray(rows)
+    n_cells = int(rows.sum()) if rows.dtype == bool else len(np.unique(rows))
+    total = sum(np.asarray(block.sum(0)).ravel() for block in row_blocks(counts, rows))
+    return total / n_cells
+
+
+class _StreamedCounts:
+    """Counts that scvi-tools' DE selects cells of and averages, read a block at a time."""
+
+    def __init__(self, counts, rows=None) -> None:
+        self.counts, self.rows = counts, rows
+
+    def __getitem__(self, rows) -> _StreamedCounts:
+        return _StreamedCounts(self.counts, rows)
+
+    def mean(self, axis=None, dtype=None, out=None) -> np.ndarray:
+        """Mean count of each gene over the selected cells (``np.mean(selection, 0)``)."""
+        if axis != 0 or out is not None or self.rows is None:
+            raise NotImplementedError("Only the mean of selected cells over axis 0 streams.")
+        return _mean_counts(self.counts, self.rows)
+
+
+class _StreamingCountsManager:
+    """An AnnDataManager whose count matrix scvi-tools' DE reads a block at a time.
+
+    ``get_bayes_factors`` estimates its pseudocounts from ``np.mean(x[cells], 0)`` of the
+    registered counts, which would load every cell of both groups at once (from disk, for a
+    backed AnnData); it gets counts whose selections stream instead.
+    """
+
+    def __init__(self, manager: AnnDataManager) -> None:
+        self._manager = manager
+
+    def __getattr__(self, name: str):
+        return getattr(self._manager, name)
+
+    def get_from_registry(self, key: str):
+        """Return the registry's data, with the counts wrapped to stream."""
+        data = self._manager.get_from_registry(key)
+        return _StreamedCounts(data) if key == REGISTRY_KEYS.X_KEY else data
+
+
 def raw_count_properties(
     counts, cells: Sequence[int], reference_cells: Sequence[int]
 ) -> dict[str, np.ndarray]:
@@ -241,7 +285,7 @@ class DifferentialExpressionMixin:
         rng = np.random.default_rng(settings.seed)
         tables = []
         computation = DifferentialComputation(
-            self._scale_sampler(adata, batch_size, rng), None, manager
+            self._scale_sampler(adata, batch_size, rng), None, _StreamingCountsManager(manager)
         )
         for group in track(group1, description="DE...", disable=silent):
             cells = labels == str(group)
@@ -337,8 +381,6 @@ class DifferentialExpressionMixin:
             # scvi-tools' estimate: a quantile of the largest expression of genes that are
             # (almost) never detected in the raw counts of each side.
             counts = manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-            silent_in = [
-                np.asarray(counts[side].mean(0)).ravel() < 0.01 for side in (cells, control_cells)
-            ]
+            silent_in = [_mean_counts(counts, side) < 0.01 for side in (cells, control_cells)]
             pseudocounts = estimate_pseudocounts_offset(full, background, *silent_in, 0.9)
         return paired_change(full, background, mode=mode, delta=delta, pseudocounts=pseudocounts)

@@ -24,7 +24,7 @@ from scvi.data.fields import (
     NumericalJointObsField,
     NumericalObsField,
 )
-from scvi.model._utils import _init_library_size, get_max_epochs_heuristic
+from scvi.model._utils import get_max_epochs_heuristic
 from scvi.model.base import BaseModelClass
 from scvi.model.base._save_load import _load_saved_files
 from scvi.train import TrainRunner
@@ -43,7 +43,24 @@ from ._expression import ExpressionMixin
 from ._module import ComparativeVAE
 from ._perturbation_scores import PerturbationScoresMixin
 from ._prior_outputs import PriorOutputsMixin
+from ._row_blocks import row_blocks, row_totals
 from ._training_plan import ComparativeTrainingPlan
+
+
+def _library_log_moments(manager: AnnDataManager, n_batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of the log total counts in each batch, for the library prior.
+
+    As scvi-tools' ``_init_library_size`` (mean 0 and variance 1 for a batch without
+    cells), but read a block of rows at a time, so a backed AnnData is never loaded whole.
+    """
+    counts = manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+    batches = np.asarray(manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)).ravel()
+    log_totals = np.concatenate([np.log(row_totals(block)) for block in row_blocks(counts)])
+    means, variances = np.zeros((1, n_batch)), np.ones((1, n_batch))
+    for code in np.unique(batches):
+        values = log_totals[batches == code]
+        means[0, code], variances[0, code] = values.mean(), values.var()
+    return means.astype(np.float32), variances.astype(np.float32)
 
 
 class ComparativeVI(
@@ -183,7 +200,7 @@ class ComparativeVI(
         use_size_factor_key = REGISTRY_KEYS.SIZE_FACTOR_KEY in manager.data_registry
         library_log_means, library_log_vars = None, None
         if not use_observed_lib_size and not use_size_factor_key:
-            library_log_means, library_log_vars = _init_library_size(manager, n_batch)
+            library_log_means, library_log_vars = _library_log_moments(manager, n_batch)
 
         self.module = self._module_cls(
             n_input=self.summary_stats.n_vars,
