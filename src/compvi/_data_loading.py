@@ -207,7 +207,9 @@ class _RowsInOrder(Dataset):
 
     def __getitem__(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
         distinct, position = np.unique(rows, return_inverse=True)
-        tensors = self.dataset[distinct]
+        contiguous = distinct[-1] - distinct[0] + 1 == len(distinct)
+        # A range reads as one slice, which on disk is one read instead of one per row.
+        tensors = self.dataset[slice(distinct[0], distinct[-1] + 1) if contiguous else distinct]
         return {key: torch.as_tensor(value)[position] for key, value in tensors.items()}
 
 
