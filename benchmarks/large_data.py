@@ -6,7 +6,7 @@ Run from the repository root:
     python benchmarks/large_data.py --cells 2000 4000 --genes 100 --steps 30 --out /tmp/ld
 
 Each screen is written as an .h5ad with sparse CSR counts, then every (model, mode, size)
-runs in its own process, so that its peak resident memory (``ru_maxrss``) is its own:
+runs in its own process, so that its peak resident memory (``VmHWM``) is its own:
 
 - ``backed``: ``anndata.read_h5ad(path, backed="r")``; the counts stay on disk.
 - ``memory``: ``anndata.read_h5ad(path)``; the whole sparse matrix is loaded.
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from speed import _current_rss_mib, _device
+from speed import _current_rss_mib, _device, _peak_rss_mib
 
 RESULTS = Path(__file__).parent / "results"
 MODELS = ("ComparativeVI", "ContrastiveVI")
@@ -139,7 +138,7 @@ def _worker(path: str, model_name: str, mode: str, steps: int, batch_size: int) 
         "train_cells_per_s": timer.timed_steps * 2 * batch_size / timer.seconds,
         "infer_cells_per_s": adata.n_obs / inference_seconds,
         "loaded_rss_mib": rss_loaded,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": _peak_rss_mib(),
     }
 
 

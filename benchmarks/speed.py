@@ -96,7 +96,7 @@ def _worker(path: str, model_name: str, epochs: int, batch_size: int) -> dict:
         "train_cells_per_s": steps * 2 * batch_size / timer.seconds[-1],
         "infer_cells_per_s": adata.n_obs / inference_seconds,
         "training_rss_mib": max(timer.rss) - rss_before,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": _peak_rss_mib(),
         "peak_gpu_mib": peak_gpu,
     }
 
@@ -106,6 +106,19 @@ def _current_rss_mib() -> float:
     with open("/proc/self/statm") as statm:
         resident_pages = int(statm.read().split()[1])
     return resident_pages * resource.getpagesize() / 2**20
+
+
+def _peak_rss_mib() -> float:
+    """Peak resident memory of this process (Linux ``VmHWM``), in MiB.
+
+    Not ``getrusage``'s ``ru_maxrss``, which a process started by another inherits across
+    exec: a worker would report the parent's peak when that is larger.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("/proc/self/status has no VmHWM line; this benchmark needs Linux.")
 
 
 def _device() -> str:

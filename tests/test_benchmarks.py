@@ -89,3 +89,29 @@ def test_speed_benchmark_runs_on_a_small_screen(tmp_path):
     report = (tmp_path / "speed_t.md").read_text()
     assert "training throughput ratio" in report
     assert (tmp_path / "speed_t.png").exists()
+
+
+def test_large_data_benchmark_compares_backed_and_in_memory_runs(tmp_path):
+    args = ["--cells", "500", "--genes", "40", "--steps", "20", "--pool", "300"]
+    _run(str(BENCHMARKS / "large_data.py"), *args, "--out", str(tmp_path), "--tag", "t")
+    report = (tmp_path / "large_data_t.md").read_text()
+    for ratio in ("ComparativeVI: backed / memory", "backed: ComparativeVI / ContrastiveVI"):
+        assert ratio in report
+    assert (tmp_path / "large_data_t.png").exists()
+
+
+def test_large_data_screens_repeat_the_pool_with_new_cell_names(tmp_path):
+    import anndata as ad
+
+    sys.path.insert(0, str(BENCHMARKS))
+    from large_data import write_screen
+
+    write_screen(tmp_path / "s.h5ad", n_cells=250, n_genes=20, pool=100)
+    adata = ad.read_h5ad(tmp_path / "s.h5ad")
+    assert adata.shape == (250, 20) and adata.obs_names.is_unique
+    counts = adata.X.toarray()
+    # cells 100-199 and 200-249 repeat cells 0-99 and 0-49
+    assert (counts[100:200] == counts[:100]).all() and (counts[200:] == counts[:50]).all()
+    assert (
+        adata.obs["condition"].to_numpy()[200:] == adata.obs["condition"].to_numpy()[:50]
+    ).all()
