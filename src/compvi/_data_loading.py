@@ -251,4 +251,12 @@ class InOrderDataLoader(DataLoader):
 def concatenate_sources(batch: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Stack the control and perturbed parts of a paired minibatch into one minibatch."""
     control, perturbed = batch[DATA_SOURCES.CONTROL], batch[DATA_SOURCES.PERTURBED]
-    return {key: torch.cat([control[key], perturbed[key]], dim=0) for key in control}
+    return {key: _stack_rows(control[key], perturbed[key]) for key in control}
+
+
+def _stack_rows(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    if first.layout == torch.strided:
+        return torch.cat([first, second], dim=0)
+    # Sparse counts (load_sparse_tensor=True) stay sparse until the module densifies them on
+    # its device; torch concatenates sparse tensors in the COO layout only.
+    return torch.cat([first.to_sparse_coo(), second.to_sparse_coo()], dim=0).to_sparse_csr()
