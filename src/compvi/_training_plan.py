@@ -234,6 +234,8 @@ class ComparativeTrainingPlan(TrainingPlan):
         minibatch after this hook, so the resumed run shuffles as the uninterrupted one.
         """
         super().on_train_start()
+        # Not a state_dict on the loader: Lightning restores loader states only from
+        # checkpoints taken mid-epoch, and epoch-end checkpoints are the common ones.
         passes = getattr(self, "_loader_passes_to_restore", None) or {}
         for name, sampler in self._train_samplers().items():
             if name in passes:
