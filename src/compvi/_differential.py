@@ -87,12 +87,16 @@ def paired_change(
     }
 
 
+def _n_cells(rows) -> int:
+    """Count the distinct cells that ``rows`` (indices or a mask) select."""
+    rows = np.asarray(rows)
+    return int(rows.sum()) if rows.dtype == bool else len(np.unique(rows))
+
+
 def _mean_counts(counts, rows) -> np.ndarray:
     """Mean raw count of each gene over ``rows`` (indices or a mask), a block at a time."""
-    rows = np.asarray(rows)
-    n_cells = int(rows.sum()) if rows.dtype == bool else len(np.unique(rows))
     total = sum(np.asarray(block.sum(0)).ravel() for block in row_blocks(counts, rows))
-    return total / n_cells
+    return total / _n_cells(rows)
 
 
 class _StreamedCounts:
@@ -131,6 +135,31 @@ class _StreamingCountsManager:
         return _StreamedCounts(data) if key == REGISTRY_KEYS.X_KEY else data
 
 
+def _raw_summary(counts, rows) -> dict[str, np.ndarray]:
+    """Per-gene raw-count summaries of one group of cells, read a block of rows at a time."""
+    total, nonzero, normalized = 0.0, 0.0, 0.0
+    for block in row_blocks(counts, rows):
+        total = total + np.asarray(block.sum(0)).ravel()
+        nonzero = nonzero + np.asarray((block != 0).sum(0)).ravel()
+        per_10k = scale_rows(block, 1e4 / np.maximum(row_totals(block), _EPS))
+        normalized = normalized + np.asarray(per_10k.sum(0)).ravel()
+    n_cells = _n_cells(rows)
+    return {
+        "raw_mean": total / n_cells,
+        "non_zeros_proportion": nonzero / n_cells,
+        "raw_normalized_mean": normalized / n_cells,
+    }
+
+
+def _paired_summaries(first: dict, second: dict) -> dict[str, np.ndarray]:
+    """Name two groups' summaries as scvi-tools does: ``raw_mean1``, ``raw_mean2``, ..."""
+    return {
+        f"{name}{suffix}": values
+        for suffix, summary in (("1", first), ("2", second))
+        for name, values in summary.items()
+    }
+
+
 def raw_count_properties(
     counts, cells: Sequence[int], reference_cells: Sequence[int]
 ) -> dict[str, np.ndarray]:
@@ -141,20 +170,7 @@ def raw_count_properties(
     a block of rows at a time, so a backed matrix is never loaded whole and the AnnData is
     not written to.
     """
-    properties = {}
-    for suffix, rows in (("1", cells), ("2", reference_cells)):
-        total, nonzero, normalized = 0.0, 0.0, 0.0
-        for block in row_blocks(counts, rows):
-            total = total + np.asarray(block.sum(0)).ravel()
-            nonzero = nonzero + np.asarray((block != 0).sum(0)).ravel()
-            per_10k = scale_rows(block, 1e4 / np.maximum(row_totals(block), _EPS))
-            normalized = normalized + np.asarray(per_10k.sum(0)).ravel()
-        rows = np.asarray(rows)
-        n_cells = int(rows.sum()) if rows.dtype == bool else len(np.unique(rows))
-        properties[f"raw_mean{suffix}"] = total / n_cells
-        properties[f"non_zeros_proportion{suffix}"] = nonzero / n_cells
-        properties[f"raw_normalized_mean{suffix}"] = normalized / n_cells
-    return properties
+    return _paired_summaries(_raw_summary(counts, cells), _raw_summary(counts, reference_cells))
 
 
 class DifferentialExpressionMixin:
@@ -287,14 +303,23 @@ class DifferentialExpressionMixin:
         computation = DifferentialComputation(
             self._scale_sampler(adata, batch_size, rng), None, _StreamingCountsManager(manager)
         )
+        # The reference side is the same for every group: read its raw counts once.
+        counts = manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+        compared = control_cells if reference == "counterfactual" else reference_cells
+        reference_summary = _raw_summary(counts, compared) if all_stats else None
+        control_mean = (
+            _mean_counts(counts, control_cells)
+            if reference == "counterfactual" and pseudocounts is None
+            else None
+        )
         for group in track(group1, description="DE...", disable=silent):
             cells = labels == str(group)
             if reference == "counterfactual":
                 stats = self._counterfactual_change(
                     adata,
-                    manager,
+                    counts,
                     cells,
-                    control_cells,
+                    control_mean,
                     mode=mode,
                     delta=delta,
                     pseudocounts=pseudocounts,
@@ -316,9 +341,7 @@ class DifferentialExpressionMixin:
                 )
                 name = group2_name
             if all_stats:
-                compared = control_cells if reference == "counterfactual" else reference_cells
-                counts = manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-                stats.update(raw_count_properties(counts, cells, compared))
+                stats.update(_paired_summaries(_raw_summary(counts, cells), reference_summary))
             table = pd.DataFrame(stats, index=self._gene_names(adata))
             table = table.sort_values(
                 "proba_de" if mode == "change" else "bayes_factor", ascending=False
@@ -361,9 +384,9 @@ class DifferentialExpressionMixin:
     def _counterfactual_change(
         self,
         adata: AnnData,
-        manager: AnnDataManager,
+        counts,
         cells: np.ndarray,
-        control_cells: np.ndarray,
+        control_mean: np.ndarray | None,
         *,
         mode: str,
         delta: float | None,
@@ -380,7 +403,6 @@ class DifferentialExpressionMixin:
         if pseudocounts is None:
             # scvi-tools' estimate: a quantile of the largest expression of genes that are
             # (almost) never detected in the raw counts of each side.
-            counts = manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-            silent_in = [_mean_counts(counts, side) < 0.01 for side in (cells, control_cells)]
+            silent_in = [mean < 0.01 for mean in (_mean_counts(counts, cells), control_mean)]
             pseudocounts = estimate_pseudocounts_offset(full, background, *silent_in, 0.9)
         return paired_change(full, background, mode=mode, delta=delta, pseudocounts=pseudocounts)
