@@ -1,40 +1,65 @@
-"""Command-line entry points: ``compvi demo`` and ``compvi fit``."""
+"""Command-line entry points: ``compvi demo`` and ``compvi fit``.
+
+Every error a user can cause is printed as one line on stderr, in the words of the command
+line, with exit code 2; set ``COMPVI_TRACEBACK=1`` to see the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
 import sys
+import warnings
+from collections.abc import Iterator
+
+from . import _cli_options as options
+from ._fit import add_fit_arguments
+
+# Errors that input, options, files or a diverging run cause, as opposed to compvi's bugs.
+_USER_ERRORS = (ValueError, KeyError, TypeError, OSError, FloatingPointError)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="compvi", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    from importlib.metadata import version
+
+    parser = options.OneLineParser(prog="compvi", description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--version", action="version", version=f"compvi {version('compvi')}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,fit}")
     demo = commands.add_parser(
         "demo",
         help="simulate a perturbation screen, fit ComparativeVI, report latent recovery",
+        description="Simulate a perturbation screen, fit ComparativeVI, report how well the "
+        "simulated latents were recovered, and write the results to a folder.",
     )
     demo.add_argument("--out", default="compvi_demo", help="output folder (default: %(default)s)")
-    demo.add_argument("--n-cells", type=int, default=4000, help="default: %(default)s")
-    demo.add_argument("--n-genes", type=int, default=300, help="default: %(default)s")
-    demo.add_argument("--max-epochs", type=int, default=100, help="default: %(default)s")
+    demo.add_argument(
+        "--n-cells", type=options.positive_int, default=4000, help="default: %(default)s"
+    )
+    demo.add_argument(
+        "--n-genes", type=options.positive_int, default=300, help="default: %(default)s"
+    )
+    demo.add_argument(
+        "--max-epochs", type=options.positive_int, default=100, help="default: %(default)s"
+    )
     demo.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    demo.add_argument("--accelerator", default="auto", help="default: %(default)s")
+    demo.add_argument("--devices", type=options.devices, default="auto", help="default: auto")
+    options.add_output_options(demo)
     fit = commands.add_parser(
-        "fit", help="fit ComparativeVI to an h5ad file; write embeddings and perturbation scores"
+        "fit",
+        help="fit ComparativeVI to an .h5ad or .h5mu file; write embeddings, perturbation "
+        "scores, tables, figures and the model",
+        description="Fit ComparativeVI to a screen and write, all or nothing: the input with "
+        "both embeddings and the perturbation scores, the per-perturbation summary and the "
+        "DE table (CSV), figures (PNG), and the model.",
     )
-    fit.add_argument("input", help="h5ad file with raw counts")
-    fit.add_argument("--condition-key", required=True, help="obs column with the condition")
-    fit.add_argument(
-        "--control", required=True, action="append", help="control label (repeat for several)"
-    )
-    fit.add_argument("--batch-key", help="obs column with batches")
-    fit.add_argument("--layer", help="layer with raw counts (default: X)")
-    fit.add_argument("--max-epochs", type=int, help="default: scvi-tools' heuristic")
-    fit.add_argument("--out", required=True, help="output .h5ad file")
-    fit.add_argument("--model-dir", help="folder to save the trained model to")
+    add_fit_arguments(fit)
     return parser
 
 
-def _demo(args: argparse.Namespace) -> None:
+def _demo(args: argparse.Namespace, say) -> None:
     from ._demo import run_demo
 
     table = run_demo(
@@ -43,46 +68,83 @@ def _demo(args: argparse.Namespace) -> None:
         n_genes=args.n_genes,
         max_epochs=args.max_epochs,
         seed=args.seed,
+        force=args.force,
+        quiet=args.quiet,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        say=say,
     )
-    print("\nRecovery of the simulated latents (higher R² and MCC are better, leakage lower):")
-    print(table.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"))
-    print(f"\nWrote {args.out}/screen.h5ad, embeddings.png, recovery.csv and model/.")
+    say("\nRecovery of the simulated latents (higher R² and MCC are better, leakage lower):")
+    say(table.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-"))
+    say(f"\nWrote {args.out}/screen.h5ad, embeddings.png, recovery.csv and model/.")
 
 
-def _fit(args: argparse.Namespace) -> None:
-    from ._fit import fit_h5ad
+def _fit(args: argparse.Namespace, say) -> None:
+    from ._fit import fit_file
 
-    adata = fit_h5ad(
-        args.input,
-        args.out,
-        condition_key=args.condition_key,
-        control_category=args.control,
-        batch_key=args.batch_key,
-        layer=args.layer,
-        max_epochs=args.max_epochs,
-        model_dir=args.model_dir,
-    )
-    summary = adata.uns["compvi"]["perturbations"]
+    summary, data, written = fit_file(args, say=say)
     columns = ["n_cells", "responder_fraction", "effect_size", "top_genes"]
-    print("\nPerturbations, strongest first (effect size in control standard deviations):")
-    print(summary[columns].to_string(float_format=lambda v: f"{v:.2f}"))
-    saved = f" and the model to {args.model_dir}" if args.model_dir else ""
-    print(
-        f"\nWrote {adata.n_obs} cells with both embeddings and perturbation scores to "
-        f"{args.out}{saved}."
-    )
+    say("\nPerturbations, strongest first (effect size in control standard deviations):")
+    say(summary[columns].to_string(float_format=lambda v: f"{v:.2f}"))
+    say(f"\nWrote {data.n_obs} cells with both embeddings and perturbation scores to:")
+    for path in written:
+        say(f"  {path}")
+
+
+@contextlib.contextmanager
+def _quiet(quiet: bool) -> Iterator[None]:
+    """Silence warnings and library logging below errors while a ``--quiet`` run lasts."""
+    if not quiet:
+        yield
+        return
+    names = ("lightning", "lightning.pytorch", "lightning.fabric", "scvi")
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    # scvi-tools prints to stdout when training fails; the error itself goes to stderr.
+    with (
+        warnings.catch_warnings(),
+        open(os.devnull, "w") as devnull,
+        contextlib.redirect_stdout(devnull),
+    ):
+        warnings.simplefilter("ignore")
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
+
+
+def _one_line(command: str, error: BaseException) -> str:
+    # KeyError's str() adds quotes around the message; use the message itself.
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    text = options.command_line_message(str(text)) or type(error).__name__
+    if not isinstance(error, ValueError | KeyError | FileNotFoundError | FloatingPointError):
+        text = f"{type(error).__name__}: {text}"
+    return f"compvi {command}: {text}"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command named in ``argv`` (default: ``sys.argv[1:]``); return an exit code."""
-    args = _parser().parse_args(argv)
-    run = {"demo": _demo, "fit": _fit}[args.command]
     try:
-        run(args)
-    except (ValueError, KeyError, FileNotFoundError) as error:
-        # KeyError's str() adds quotes around the message; print the message itself.
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"compvi {args.command}: {message}", file=sys.stderr)
+        args = _parser().parse_args(argv)
+    except options.CommandLineError as error:
+        print(error, file=sys.stderr)
+        return 2
+    run = {"demo": _demo, "fit": _fit}[args.command]
+
+    def say(text: str) -> None:
+        if not args.quiet:
+            print(text, flush=True)
+
+    try:
+        with _quiet(args.quiet):
+            run(args, say)
+    except _USER_ERRORS as error:
+        if os.environ.get("COMPVI_TRACEBACK"):
+            raise
+        print(_one_line(args.command, error), file=sys.stderr)
         return 2
     return 0
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
 from . import metrics
 from ._model import ComparativeVI
+from ._staging import StagedOutputs
 from .data import simulate_screen
 from .pl import embeddings
 
@@ -68,23 +71,38 @@ def run_demo(
     n_genes: int = 300,
     max_epochs: int = 100,
     seed: int = 0,
+    force: bool = False,
+    quiet: bool = False,
+    accelerator: str = "auto",
+    devices: int | list[int] | str = "auto",
+    say: Callable[[str], None] = print,
 ) -> pd.DataFrame:
     """Simulate a screen, fit ComparativeVI, and write the results to ``out_dir``.
 
     Writes ``screen.h5ad`` (everything :meth:`~compvi.ComparativeVI.add_results` writes,
     and the UMAPs of both spaces), ``embeddings.png`` (background and salient UMAPs coloured
-    by perturbation), ``recovery.csv`` and the trained model under ``model/``.
+    by perturbation), ``recovery.csv`` and the trained model under ``model/``, all or
+    nothing: into a hidden folder beside ``out_dir``, renamed to ``out_dir`` at the end.
+    The KL weight rises to 1 over the first half of the epochs.
+
+    Raises
+    ------
+    ValueError
+        ``out_dir``'s parent folder does not exist, ``out_dir`` is a file, or it exists
+        without ``force`` (with ``force``: it holds files but no earlier demo's
+        ``screen.h5ad``).
 
     Returns
     -------
     The recovery table of :func:`recovery_table`.
 
     """
-    import scvi
+    from ._cli_options import kl_warmup_epochs
+    from ._fit import set_seed
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    scvi.settings.seed = seed
+    _check_out_dir(out_dir, force=force)
+    set_seed(seed)
     adata = simulate_screen(
         n_cells=n_cells,
         n_genes=n_genes,
@@ -94,16 +112,49 @@ def run_demo(
     )
     ComparativeVI.setup_anndata(adata, condition_key="condition", control_category="control")
     model = ComparativeVI(adata, n_background_latent=4, n_salient_latent=4)
-    model.train(max_epochs=max_epochs)
-    model.add_results(adata)
-    model.save(out_dir / "model", overwrite=True)
-    figure = embeddings(adata, color="condition", random_state=seed, show=False)
-    figure.suptitle("ComparativeVI on a simulated screen (P4 is a null perturbation)")
-    figure.savefig(out_dir / "embeddings.png", dpi=120, bbox_inches="tight")
-
-    table = recovery_table(
-        adata, salient_key="X_compvi_salient", background_key="X_compvi_background"
-    )
-    table.to_csv(out_dir / "recovery.csv")
-    adata.write_h5ad(out_dir / "screen.h5ad")
+    warmup = kl_warmup_epochs(max_epochs, None)
+    say(f"Training {max_epochs} epochs; the KL weight rises to 1 over the first {warmup}.")
+    with StagedOutputs({"out": out_dir}) as staged:
+        folder = staged.path("out")
+        folder.mkdir()
+        model.train(
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            plan_kwargs={"n_epochs_kl_warmup": warmup},
+            enable_progress_bar=not quiet,
+        )
+        model.add_results(adata)
+        model.save(folder / "model", overwrite=True)
+        figure = embeddings(adata, color="condition", random_state=seed, show=False)
+        figure.suptitle("ComparativeVI on a simulated screen (P4 is a null perturbation)")
+        figure.savefig(folder / "embeddings.png", dpi=120, bbox_inches="tight")
+        plt.close(figure)
+        table = recovery_table(
+            adata, salient_key="X_compvi_salient", background_key="X_compvi_background"
+        )
+        table.to_csv(folder / "recovery.csv")
+        adata.write_h5ad(folder / "screen.h5ad")
+        staged.commit()
     return table
+
+
+def _check_out_dir(out_dir: Path, *, force: bool) -> None:
+    if not out_dir.parent.is_dir():
+        raise ValueError(
+            f"--out {str(out_dir)!r}: the folder {str(out_dir.parent)!r} does not exist; "
+            "create it first."
+        )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {str(out_dir)!r} is a file; name a folder.")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not force:
+            raise ValueError(
+                f"--out {str(out_dir)!r} exists; pass --force to replace it, or choose "
+                "another folder."
+            )
+        if not (out_dir / "screen.h5ad").is_file():
+            raise ValueError(
+                f"--out {str(out_dir)!r} holds files but no earlier demo (screen.h5ad); "
+                "--force replaces only a demo folder. Choose another folder."
+            )
