@@ -89,14 +89,52 @@ class ShardedBatchSampler:
     def __len__(self) -> int:
         return len(self.global_batches(self.indices))
 
-    def __iter__(self) -> Iterator[np.ndarray]:
+    def next_pass(self) -> list[np.ndarray]:
+        """Draw the next pass: this process's (sorted) shard of each global minibatch."""
         order = self.indices
         if self.shuffle:
             rng = np.random.default_rng([self.seed, self.group, self.passes])
             order = rng.permutation(order)
         self.passes += 1
-        for batch in self.global_batches(order):
-            yield np.sort(batch[self.rank :: self.world_size])
+        return [
+            np.sort(batch[self.rank :: self.world_size]) for batch in self.global_batches(order)
+        ]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        # A generator: the pass is drawn at the first minibatch asked for, not at iter().
+        yield from self.next_pass()
+
+
+def paired_samplers(
+    groups: dict[str, Sequence[int]],
+    batch_size: int,
+    *,
+    shuffle: bool,
+    drop_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+) -> dict[str, ShardedBatchSampler]:
+    """One seeded sampler per group of a paired loader; each group non-empty.
+
+    Seeded by ``scvi.settings.seed`` and the group's position, as every paired loader is,
+    so that the host loader and the device-resident one draw the same minibatches.
+    """
+    for name, indices in groups.items():
+        if len(indices) == 0:
+            raise ValueError(f"PairedDataLoader needs at least one {name} cell.")
+    return {
+        name: ShardedBatchSampler(
+            indices,
+            batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            seed=settings.seed or 0,
+            group=group,
+            rank=rank,
+            world_size=world_size,
+        )
+        for group, (name, indices) in enumerate(groups.items())
+    }
 
 
 class PairedDataLoader:
@@ -143,30 +181,18 @@ class PairedDataLoader:
         world_size: int = 1,
         **loader_kwargs,
     ) -> None:
-        groups = {
-            DATA_SOURCES.CONTROL: control_indices,
-            DATA_SOURCES.PERTURBED: perturbed_indices,
-        }
-        for name, indices in groups.items():
-            if len(indices) == 0:
-                raise ValueError(f"PairedDataLoader needs at least one {name} cell.")
+        self.samplers = paired_samplers(
+            {DATA_SOURCES.CONTROL: control_indices, DATA_SOURCES.PERTURBED: perturbed_indices},
+            batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            rank=rank,
+            world_size=world_size,
+        )
         # One dataset over the whole AnnData: the samplers hand it row indices, and a backed
         # AnnData is read a minibatch at a time.
         dataset = adata_manager.create_torch_dataset(load_sparse_tensor=load_sparse_tensor)
         loader_kwargs.setdefault("num_workers", settings.dl_num_workers)
-        self.samplers = {
-            name: ShardedBatchSampler(
-                indices,
-                batch_size,
-                shuffle=shuffle,
-                drop_last=drop_last,
-                seed=settings.seed or 0,
-                group=group,
-                rank=rank,
-                world_size=world_size,
-            )
-            for group, (name, indices) in enumerate(groups.items())
-        }
         # batch_size=None: each sampler item is a whole minibatch, read with one indexing call.
         self.loaders = {
             name: DataLoader(dataset, sampler=sampler, batch_size=None, **loader_kwargs)

@@ -6,11 +6,20 @@ from collections.abc import Sequence
 
 import lightning.pytorch as pl
 import numpy as np
+import torch
 from scvi import settings
 from scvi.data import AnnDataManager
 
 from ._constants import DATA_SOURCES
 from ._data_loading import PairedDataLoader
+from ._device_data import (
+    DATA_PATHS,
+    DataPath,
+    DeviceData,
+    DevicePairedLoader,
+    choose_data_path,
+    logger,
+)
 
 
 def _split_counts(n: int, train_size: float, validation_size: float | None) -> tuple[int, int]:
@@ -38,9 +47,23 @@ class ComparativeDataSplitter(pl.LightningDataModule):
     shuffle_set_split
         Shuffle (seeded by ``scvi.settings.seed``) before splitting.
     load_sparse_tensor
-        Load sparse count matrices as sparse tensors.
+        Load sparse count matrices as sparse tensors (host loader only: the device path
+        densifies on the device).
+    data_path
+        Where minibatches come from. ``"auto"`` (the default) holds the registered data on
+        the training device once and gathers every minibatch there
+        (:class:`~compvi._device_data.DevicePairedLoader`) when the data are in memory (not
+        backed), no :class:`~torch.utils.data.DataLoader` option is given and they take
+        less than half of the GPU's free memory (on CPU: less than 8 GiB); otherwise the
+        host loader (:class:`~compvi._data_loading.PairedDataLoader`) reads them, from
+        memory or disk. ``"device"`` forces the first (and raises for backed data),
+        ``"loader"`` the second. Both draw the same seeded minibatches, sharded the same
+        way under distributed training (each process then holds the data on its device).
+        The choice and its reason are logged once, at the INFO level, to the
+        ``compvi._device_data`` logger.
     **loader_kwargs
-        Passed to :class:`~compvi._data_loading.PairedDataLoader` (``batch_size`` etc.).
+        Passed to the loader: ``batch_size``, ``drop_last``, and for the host loader
+        :class:`torch.utils.data.DataLoader`'s options (``num_workers``, ...).
 
     """
 
@@ -53,9 +76,12 @@ class ComparativeDataSplitter(pl.LightningDataModule):
         validation_size: float | None = None,
         shuffle_set_split: bool = True,
         load_sparse_tensor: bool = False,
+        data_path: str = "auto",
         **loader_kwargs,
     ) -> None:
         super().__init__()
+        if data_path not in DATA_PATHS:
+            raise ValueError(f"data_path={data_path!r} is not one of {DATA_PATHS}.")
         if not 0 < train_size <= 1:
             raise ValueError(f"train_size must be in (0, 1], got {train_size}.")
         if validation_size is not None and (
@@ -72,7 +98,10 @@ class ComparativeDataSplitter(pl.LightningDataModule):
         }
         self.shuffle_set_split = shuffle_set_split
         self.load_sparse_tensor = load_sparse_tensor
+        self.data_path = data_path
         self.loader_kwargs = loader_kwargs
+        self.data_path_choice: DataPath | None = None
+        self._device_data: DeviceData | None = None
         counts = {
             name: _split_counts(len(idx), train_size, validation_size)
             for name, idx in self.groups.items()
@@ -98,32 +127,63 @@ class ComparativeDataSplitter(pl.LightningDataModule):
             for part in ("train", "validation", "test")
         )
 
-    def _loader(self, part: str, shuffle: bool) -> PairedDataLoader | None:
+    def _choose_data_path(self, device: torch.device, rank: int) -> DataPath:
+        """Choose the data path once per splitter, log it, and hold the data if on device."""
+        if self.data_path_choice is None:
+            choice = choose_data_path(
+                self.adata_manager,
+                device,
+                self.data_path,
+                loader_options=list(self.loader_kwargs),
+            )
+            if rank == 0:
+                logger.info(choice.describe())
+            if choice.on_device:
+                # One copy for the train, validation and test loaders.
+                self._device_data = DeviceData(self.adata_manager, device)
+            self.data_path_choice = choice
+        return self.data_path_choice
+
+    def _loader(self, part: str, shuffle: bool) -> PairedDataLoader | DevicePairedLoader | None:
         control = self.split[DATA_SOURCES.CONTROL][part]
         perturbed = self.split[DATA_SOURCES.PERTURBED][part]
         if len(control) == 0 or len(perturbed) == 0:
             return None
-        # Attached to a trainer, each process of distributed training loads its own shard.
+        # Attached to a trainer, each process of distributed training loads its own shard
+        # (and on the device path holds the data on its own device).
         trainer = getattr(self, "trainer", None)
+        rank = trainer.global_rank if trainer is not None else 0
+        world_size = trainer.world_size if trainer is not None else 1
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        sampling = {"shuffle": shuffle, "rank": rank, "world_size": world_size}
+        if self._choose_data_path(device, rank).on_device:
+            return DevicePairedLoader(
+                self._device_data, control, perturbed, **sampling, **self.loader_kwargs
+            )
         return PairedDataLoader(
             self.adata_manager,
             control,
             perturbed,
-            shuffle=shuffle,
             load_sparse_tensor=self.load_sparse_tensor,
-            rank=trainer.global_rank if trainer is not None else 0,
-            world_size=trainer.world_size if trainer is not None else 1,
+            **sampling,
             **self.loader_kwargs,
         )
 
-    def train_dataloader(self) -> PairedDataLoader:
+    def train_dataloader(self) -> PairedDataLoader | DevicePairedLoader:
         """Shuffled paired loader over the training cells."""
         return self._loader("train", shuffle=True)
 
-    def val_dataloader(self) -> PairedDataLoader | None:
+    def val_dataloader(self) -> PairedDataLoader | DevicePairedLoader | None:
         """Paired loader over the validation cells, if both groups have some."""
         return self._loader("validation", shuffle=False)
 
-    def test_dataloader(self) -> PairedDataLoader | None:
+    def test_dataloader(self) -> PairedDataLoader | DevicePairedLoader | None:
         """Paired loader over the test cells, if both groups have some."""
         return self._loader("test", shuffle=False)
+
+    def teardown(self, stage: str | None = None) -> None:
+        """Free the device-resident data at the end of a fit: the trainer outlives it."""
+        super().teardown(stage)
+        if self._device_data is not None:
+            self._device_data.release()
+        self._device_data, self.data_path_choice = None, None
