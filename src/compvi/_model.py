@@ -36,8 +36,8 @@ from ._constants import (
     REGISTRY_KEYS,
     REPRESENTATION_KINDS,
 )
-from ._data_loading import InOrderDataLoader
 from ._data_splitting import ComparativeDataSplitter
+from ._device_data import in_order_loader
 from ._differential import DifferentialExpressionMixin
 from ._expression import ExpressionMixin
 from ._module import ComparativeVAE
@@ -511,18 +511,22 @@ class ComparativeVI(
     ):
         """Minibatches for inference, in the order of ``indices``, from memory or disk.
 
-        scvi-tools' loader reads a backed AnnData's rows of each minibatch sorted, which
-        reorders the outputs of unsorted ``indices``; this one puts them back. Shuffled or
-        custom loaders are scvi-tools' own.
+        When the cells asked for are in memory and fit on the model's device (see
+        :func:`~compvi._device_data.choose_data_path`; ``data_path="auto" | "device" |
+        "loader"`` in ``data_loader_kwargs``), they are held there once and each minibatch
+        is gathered there. Otherwise scvi-tools' loader reads a backed AnnData's rows of
+        each minibatch sorted, which reorders the outputs of unsorted ``indices``; this one
+        puts them back. Shuffled or custom loaders are scvi-tools' own.
         """
         if shuffle or data_loader_class is not None:
             return super()._make_data_loader(
                 adata, indices, batch_size, shuffle, data_loader_class, **data_loader_kwargs
             )
-        return InOrderDataLoader(
+        return in_order_loader(
             self.get_anndata_manager(adata, required=True),
             indices,
-            batch_size=batch_size or settings.batch_size,
+            batch_size or settings.batch_size,
+            self.device,
             **data_loader_kwargs,
         )
 
