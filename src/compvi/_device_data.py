@@ -40,6 +40,8 @@ GPU_MEMORY_FRACTION = 0.5
 #: Largest held data on a CPU under ``data_path="auto"`` (tensors share the memory of
 #: float32 values and int32/int64 indices with the AnnData; other dtypes are copied).
 CPU_BYTES_CAP = 8 * 2**30
+#: Largest array copied to a GPU through pinned memory, without waiting (a pass's rows).
+PINNED_COPY_BYTES = 64 * 2**20
 #: Options of the paired loaders that the device path honours; any other loader option
 #: (``num_workers``, ``pin_memory``, ...) belongs to :class:`torch.utils.data.DataLoader`.
 DEVICE_LOADER_OPTIONS = frozenset({"batch_size", "drop_last"})
@@ -198,9 +200,11 @@ def choose_data_path(
 def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     """One array as a tensor on ``device``; on CPU it shares the array's memory."""
     tensor = torch.from_numpy(np.ascontiguousarray(array))
-    if device.type == "cuda":
-        # Pinned, so that the copy does not wait for the kernels queued before it.
+    if device.type == "cuda" and tensor.nbytes <= PINNED_COPY_BYTES:
+        # Pinned, so that the copy (of a pass's row order, say) does not wait for the
+        # kernels queued before it.
         return tensor.pin_memory().to(device, non_blocking=True)
+    # The data themselves are copied once, before training: no pinned double of them.
     return tensor.to(device)
 
 
