@@ -290,6 +290,10 @@ def main() -> None:
 
     from compvi.data import simulate_screen
 
+    args.out.mkdir(parents=True, exist_ok=True)
+    # Each run's row as soon as it is measured: a run cut short still leaves its rows.
+    partial = args.out / f"speed_{args.tag}_rows.jsonl"
+    partial.write_text("")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n_cells in args.cells:
@@ -311,6 +315,8 @@ def main() -> None:
                 row |= json.loads(result.stdout.strip().splitlines()[-1])
                 rows.append(row)
                 print(row, flush=True)
+                with partial.open("a") as file:
+                    file.write(json.dumps(row) + "\n")
             path.unlink()
     table = pd.DataFrame(rows)
     if table["peak_gpu_train_mib"].isna().all():
@@ -319,7 +325,6 @@ def main() -> None:
     device = _device()
     print(f"\n{device}\n{table.round(2).to_string(index=False)}\n\n{ratios.round(3).to_string()}")
 
-    args.out.mkdir(parents=True, exist_ok=True)
     _plot(table, args.out / f"speed_{args.tag}.png", device)
     command = " ".join(sys.argv[1:])
     measured = (
