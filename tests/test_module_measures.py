@@ -3,89 +3,167 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch.distributions import Normal
 
+from compvi._constraints import CONSTRAINTS, DEFAULT_BOUNDS
+from compvi._measures import (
+    MIN_SALIENT_ENERGY,
+    label_dependence,
+    label_gram,
+    normalized_hsic,
+    rbf_gram,
+    relative_leakage,
+    space_dependence,
+    unbiased_hsic,
+)
 from compvi._module import ComparativeVAE
 
 
-def _posterior(loc, scale=0.1):
-    loc = torch.as_tensor(loc, dtype=torch.float32)
-    return Normal(loc, torch.full_like(loc, scale))
+def _t(values):
+    return torch.as_tensor(np.asarray(values), dtype=torch.float32)
 
 
-def _means(values):
-    return torch.as_tensor(values, dtype=torch.float32)
+def _hsic_by_loops(k, l):
+    """Song et al. (2012)'s unbiased HSIC written term by term, as an independent reference."""
+    n = len(k)
+    k, l = k.copy(), l.copy()
+    np.fill_diagonal(k, 0)
+    np.fill_diagonal(l, 0)
+    trace = sum(k[i, j] * l[j, i] for i in range(n) for j in range(n))
+    ones = np.ones(n)
+    middle = (ones @ k @ ones) * (ones @ l @ ones) / ((n - 1) * (n - 2))
+    last = 2 / (n - 2) * ones @ k @ l @ ones
+    return (trace + middle - last) / (n * (n - 3))
 
 
-def test_leakage_is_mean_squared_salient_mean_of_controls_per_dimension():
-    module = ComparativeVAE(n_input=5, control_codes=[0], n_salient_latent=2)
-    qs = _posterior([[1.0, 1.0], [0.0, 2.0], [5.0, 5.0]], scale=0.5)
-    perturbed = torch.tensor([False, False, True])
-    # controls: (1 + 1) / 2 = 1 and (0 + 4) / 2 = 2; the perturbed cell does not count.
-    assert module.leakage(qs, perturbed).item() == pytest.approx((1.0 + 2.0) / 2)
-    # The posterior spread of controls does not count either.
-    wide = _posterior([[1.0, 1.0], [0.0, 2.0], [5.0, 5.0]], scale=3.0)
-    assert module.leakage(wide, perturbed).item() == pytest.approx(1.5)
-
-
-def test_dependence_matches_adjusted_squared_correlations_by_hand():
+def test_unbiased_hsic_matches_the_formula_term_by_term():
     rng = np.random.default_rng(0)
-    n = 200
-    b = rng.normal(size=(n, 2))
-    s = np.column_stack([0.8 * b[:, 0] + 0.6 * rng.normal(size=n), rng.normal(size=n)])
-    r = np.corrcoef(np.column_stack([b, s]).T)[:2, 2:]
-    adjusted = 1 - (1 - r**2) * (n - 1) / (n - 2)
-    perturbed = torch.ones(n, dtype=torch.bool)
-    value = ComparativeVAE.dependence(_means(b), _means(s), perturbed)
-    assert value.item() == pytest.approx(adjusted.mean(), abs=1e-4)
+    a, b = rng.random((9, 9)), rng.random((9, 9))
+    k, l = a + a.T, b + b.T
+    value = unbiased_hsic(torch.as_tensor(k), torch.as_tensor(l)).item()
+    assert value == pytest.approx(_hsic_by_loops(k, l), rel=1e-10)
 
 
-def test_dependence_is_near_zero_for_independent_spaces_and_uses_perturbed_cells_only():
+def test_rbf_gram_uses_the_median_squared_distance():
+    points = _t([[0.0], [1.0], [3.0]])
+    # squared distances 1, 9, 4: median 4
+    expected = np.exp(-np.array([[0, 1, 9], [1, 0, 4], [9, 4, 0]]) / 4.0)
+    np.testing.assert_allclose(rbf_gram(points).numpy(), expected, rtol=1e-6)
+
+
+def test_normalized_hsic_is_one_for_identical_and_near_zero_for_independent_spaces():
     rng = np.random.default_rng(1)
-    b, s = rng.normal(size=(500, 4)), rng.normal(size=(500, 4))
-    perturbed = torch.ones(500, dtype=torch.bool)
-    independent = ComparativeVAE.dependence(_means(b), _means(s), perturbed)
-    assert abs(independent.item()) < 0.005
-    # controls that copy the background into the salient space do not count
-    s_with_copies = s.copy()
-    s_with_copies[:250] = b[:250]
-    only_half = perturbed.clone()
-    only_half[:250] = False
-    value = ComparativeVAE.dependence(_means(b), _means(s_with_copies), only_half)
-    assert abs(value.item()) < 0.01
-    copied = ComparativeVAE.dependence(_means(b), _means(s_with_copies), perturbed)
-    assert copied.item() > 0.05
+    b = _t(rng.normal(size=(300, 3)))
+    assert normalized_hsic(rbf_gram(b), rbf_gram(b)).item() == pytest.approx(1.0, abs=1e-5)
+    s = _t(rng.normal(size=(300, 3)))
+    assert abs(normalized_hsic(rbf_gram(b), rbf_gram(s)).item()) < 0.01
 
 
-def test_dependence_of_too_few_cells_is_zero():
-    value = ComparativeVAE.dependence(
-        _means(np.ones((2, 3))), _means(np.ones((2, 3))), torch.ones(2, dtype=torch.bool)
-    )
-    assert value.item() == 0.0
-
-
-def test_background_shift_matches_a_hand_computation():
+def test_space_dependence_sees_nonlinear_and_single_direction_dependence():
     rng = np.random.default_rng(2)
-    control = rng.normal(size=(60, 3))
-    perturbed_cells = rng.normal(size=(40, 3)) + np.array([0.5, 0, 0])
-    b = np.vstack([control, perturbed_cells])
-    perturbed = torch.tensor([False] * 60 + [True] * 40)
-    pooled = (59 * control.var(0, ddof=1) + 39 * perturbed_cells.var(0, ddof=1)) / 98
-    squared = (perturbed_cells.mean(0) - control.mean(0)) ** 2 / pooled
-    expected = (squared - (1 / 60 + 1 / 40)).mean()
-    value = ComparativeVAE.background_shift(_means(b), perturbed)
-    assert value.item() == pytest.approx(expected, abs=1e-5)
+    n = 256
+    # 10 + 10 latents of which 4 each are in use, as in a model with surplus dimensions.
+    scale = np.r_[np.ones(4), np.full(6, 1e-2)]
+    b = rng.normal(size=(n, 10)) * scale
+    independent = rng.normal(size=(n, 10)) * scale
+    perturbed = torch.ones(n, dtype=torch.bool)
+    null = space_dependence(_t(b), _t(independent), perturbed).item()
+    squared = independent.copy()
+    squared[:, 0] = b[:, 0] ** 2 - 1  # uncorrelated with b, but a function of it
+    assert abs(np.corrcoef(b[:, 0], squared[:, 0])[0, 1]) < 0.2
+    bent = space_dependence(_t(b), _t(squared), perturbed).item()
+    one_direction = independent.copy()
+    one_direction[:, 0] = 0.45 * b[:, 0] + np.sqrt(1 - 0.45**2) * independent[:, 0]
+    correlated = space_dependence(_t(b), _t(one_direction), perturbed).item()
+    # The default bound separates both from independence (whose sd is about 0.005 here).
+    assert abs(null) < 0.01
+    assert min(bent, correlated) > DEFAULT_BOUNDS[CONSTRAINTS.DEPENDENCE]
+    # A collapsed coordinate beside active ones barely moves the distances, so a tiny copy
+    # of the background there neither counts nor dominates (standardized correlations
+    # would score it as a perfect copy).
+    tiny_copy = independent.copy()
+    tiny_copy[:, 0] = 1e-3 * b[:, 0]
+    assert abs(space_dependence(_t(b), _t(tiny_copy), perturbed).item()) < 0.01
+    # Scale-free: a space that is the background, shrunk, is still fully dependent.
+    shrunk = space_dependence(_t(b), _t(1e-3 * b), perturbed).item()
+    assert shrunk == pytest.approx(1.0, abs=1e-3)
 
 
-def test_background_shift_is_near_zero_for_one_distribution_and_grows_with_a_shift():
+def test_space_dependence_uses_perturbed_cells_only_and_needs_four():
     rng = np.random.default_rng(3)
-    b = rng.normal(size=(4000, 5))
-    perturbed = torch.as_tensor(rng.random(4000) < 0.5)
-    same = ComparativeVAE.background_shift(_means(b), perturbed)
-    assert abs(same.item()) < 0.005
+    b = rng.normal(size=(200, 4))
+    s = rng.normal(size=(200, 4))
+    s[:100] = b[:100]  # controls copy the background
+    perturbed = torch.tensor([False] * 100 + [True] * 100)
+    assert abs(space_dependence(_t(b), _t(s), perturbed).item()) < 0.02
+    assert space_dependence(_t(b), _t(s), torch.ones(200, dtype=torch.bool)).item() > 0.2
+    few = torch.tensor([True] * 3 + [False] * 197)
+    assert space_dependence(_t(b), _t(s), few).item() == 0.0
+
+
+def test_label_dependence_sees_shifts_that_cancel_across_perturbations():
+    rng = np.random.default_rng(4)
+    n = 300
+    condition = np.repeat([0, 1, 2], n // 3)
+    b = rng.normal(size=(n, 5))
+    null = label_dependence(_t(b), torch.as_tensor(condition)).item()
     shifted = b.copy()
-    shifted[perturbed.numpy()] += 1.0
-    moved = ComparativeVAE.background_shift(_means(shifted), perturbed)
-    assert moved.item() == pytest.approx(1.0, rel=0.1)
-    few = ComparativeVAE.background_shift(_means(b[:3]), torch.tensor([True, True, False]))
-    assert few.item() == 0.0
+    shifted[condition == 1, 0] += 1.5
+    shifted[condition == 2, 0] -= 1.5  # the perturbed cells' pooled mean does not move
+    assert shifted[condition > 0, 0].mean() == pytest.approx(b[condition > 0, 0].mean())
+    moved = label_dependence(_t(shifted), torch.as_tensor(condition)).item()
+    assert abs(null) < 0.01
+    assert moved > 0.05
+
+
+def test_label_gram_is_one_on_shared_labels():
+    np.testing.assert_array_equal(
+        label_gram(torch.tensor([2, 0, 2])).numpy(), [[1, 0, 1], [0, 1, 0], [1, 0, 1]]
+    )
+
+
+def test_relative_leakage_is_the_energy_ratio_with_a_constant_reference():
+    salient = _t([[1.0, 1.0], [0.0, 2.0], [3.0, 1.0], [1.0, 3.0]]).requires_grad_()
+    perturbed = torch.tensor([False, False, True, True])
+    # controls: (2 + 4) / 2 = 3; perturbed: (10 + 10) / 2 = 10
+    value = relative_leakage(salient, perturbed)
+    assert value.item() == pytest.approx(0.3)
+    value.backward()
+    # Only the controls get a gradient: the reference is held constant.
+    assert salient.grad[2:].abs().sum().item() == 0.0
+    np.testing.assert_allclose(salient.grad[:2].numpy(), 2 * salient[:2].detach() / 2 / 10)
+
+
+def test_relative_leakage_of_a_collapsed_space_uses_the_floor():
+    salient = _t([[0.1, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    perturbed = torch.tensor([False, True, True])
+    expected = 0.01 / MIN_SALIENT_ENERGY
+    assert relative_leakage(salient, perturbed).item() == pytest.approx(expected)
+
+
+def test_module_measures_read_posterior_means_without_dropout():
+    torch.manual_seed(0)
+    module = ComparativeVAE(n_input=20, control_codes=[0], n_salient_latent=3, dropout_rate=0.5)
+    module.train()
+    x = torch.poisson(torch.full((64, 20), 3.0))
+    condition = torch.tensor([0, 1] * 32).reshape(-1, 1)
+    outputs = module.inference(
+        x=x, batch_index=torch.zeros(64, 1), condition=condition, cat_covs=None, cont_covs=None
+    )
+    # In training, dropout noise makes the posterior means differ from the clean means ...
+    assert not torch.allclose(outputs["qs"].loc, outputs["salient_mean"])
+    # ... which equal the means in evaluation mode when batch norm reads the same statistics.
+    for layer in module.encoder.trunk:
+        layer[-1].eval()
+    again = module.inference(
+        x=x, batch_index=torch.zeros(64, 1), condition=condition, cat_covs=None, cont_covs=None
+    )
+    torch.testing.assert_close(again["qs"].loc, outputs["salient_mean"])
+    torch.testing.assert_close(again["qz"].loc, outputs["background_mean"])
+    measures = module._minibatch_measures(outputs, condition, gather=None)
+    assert set(measures) == {
+        CONSTRAINTS.LEAKAGE,
+        CONSTRAINTS.DEPENDENCE,
+        CONSTRAINTS.BACKGROUND_SHIFT,
+    }
+    expected = relative_leakage(outputs["salient_mean"], condition.reshape(-1) != 0)
+    torch.testing.assert_close(measures[CONSTRAINTS.LEAKAGE], expected)

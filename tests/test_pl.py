@@ -5,6 +5,7 @@ import pytest
 from conftest import fit
 
 import compvi
+from compvi._constraints import DEFAULT_BOUNDS
 
 
 def test_training_diagnostics_draws_every_curve_and_the_bounds(screen, tmp_path):
@@ -18,9 +19,19 @@ def test_training_diagnostics_draws_every_curve_and_the_bounds(screen, tmp_path)
         model.history["loss_control_train"].to_numpy(dtype=float).ravel(),
     )
     assert len(mgda.lines[0].get_ydata()) == 4
-    bounds = sorted(line.get_ydata()[0] for line in measures.lines if line.get_linestyle() == "--")
-    assert bounds == pytest.approx([0.002, 0.05])
-    assert [line.get_label() for line in multipliers.lines] == ["leakage", "dependence"]
+    # Each measure is drawn relative to its bound, which is the dashed line at 1.
+    curves = {line.get_label(): line.get_ydata() for line in measures.lines}
+    for name in ("leakage", "dependence", "background_shift"):
+        expected = model.history[f"{name}_train"].to_numpy(dtype=float).ravel()
+        np.testing.assert_allclose(curves[name], expected / DEFAULT_BOUNDS[name], rtol=1e-6)
+    dashed = [line.get_ydata()[0] for line in measures.lines if line.get_linestyle() == "--"]
+    assert dashed == [1.0]
+    assert [line.get_label() for line in multipliers.lines] == [
+        "leakage",
+        "dependence",
+        "background_shift",
+    ]
+    assert multipliers.get_yscale() == "log"
     assert path.stat().st_size > 5_000
 
 

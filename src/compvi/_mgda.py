@@ -40,6 +40,7 @@ def min_norm_weight(grad_first: torch.Tensor, grad_second: torch.Tensor) -> torc
     diff = g1 - g2
     denom = diff.dot(diff)
     # Identical gradients: every convex combination has the same norm, so split evenly.
-    if denom <= torch.finfo(denom.dtype).tiny:
-        return torch.full((), 0.5, dtype=g1.dtype, device=g1.device)
-    return ((g2 - g1).dot(g2) / denom).clamp(0.0, 1.0)
+    # A select, not a branch, so that the weight never waits for the device.
+    degenerate = denom <= torch.finfo(denom.dtype).tiny
+    alpha = ((g2 - g1).dot(g2) / torch.where(degenerate, 1.0, denom)).clamp(0.0, 1.0)
+    return torch.where(degenerate, 0.5, alpha)

@@ -13,14 +13,10 @@ from torch.distributions import Distribution, Normal, Poisson
 from torch.distributions import kl_divergence as kl
 
 from ._constants import GENE_LIKELIHOODS, REGISTRY_KEYS
+from ._constraints import CONSTRAINTS
+from ._measures import label_dependence, masked_mean, relative_leakage, space_dependence
 from ._networks import PiecewiseAffineDecoder, SharedTrunkEncoder
 from ._priors import make_salient_prior
-
-
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` over the rows selected by ``mask``; 0 when no row is selected."""
-    weights = mask.to(values.dtype)
-    return (values * weights).sum(-1) / weights.sum().clamp(min=1.0)
 
 
 class ComparativeVAE(BaseModuleClass):
@@ -222,7 +218,7 @@ class ComparativeVAE(BaseModuleClass):
         if x.layout != torch.strided:
             x = x.to_dense()
         covariates = self.covariates(batch_index, cat_covs, cont_covs)
-        qz, qs, ql = self.encoder(torch.log1p(x), covariates)
+        qz, qs, ql, (background_mean, salient_mean) = self.encoder(torch.log1p(x), covariates)
         sample_shape = torch.Size() if n_samples == 1 else torch.Size([n_samples])
         if self.use_size_factor_key:
             library = torch.log(size_factor)
@@ -241,6 +237,8 @@ class ComparativeVAE(BaseModuleClass):
             "library": library,
             "perturbed": self.is_perturbed(condition),
             "covariates": covariates,
+            "background_mean": background_mean,
+            "salient_mean": salient_mean,
         }
 
     # --------------------------------------------------------------- generative
@@ -279,87 +277,31 @@ class ComparativeVAE(BaseModuleClass):
         return {"px": px, "px_logits": logits, "px_head_input": head_input, "px_scale": px_scale}
 
     # --------------------------------------------------------------------- loss
-    def leakage(self, qs: Normal, perturbed: torch.Tensor) -> torch.Tensor:
-        r"""Salient signal left in control cells, per salient dimension.
-
-        :math:`R = \frac{1}{d_s} \mathbb{E}_{\text{control}}\lVert\mu_s\rVert^2`, the mean
-        squared distance between the control cells' salient posterior means (their salient
-        embedding) and 0 (the value controls decode with), per salient dimension: in units
-        of the salient prior's variance, so perturbed cells whose means spread like the
-        :math:`N(0, I)` prior have about 1.
-
-        The posterior variances are left out on purpose. Controls never decode their salient
-        code, so its spread does not matter for them; but pushing it to 0 fights the salient
-        KL of perturbed cells that look like controls (null perturbations, escapers), which
-        pulls their variance towards 1, and the encoder then resolves the conflict by
-        memorizing the training controls instead of learning what a perturbation does.
-        """
-        energy = qs.loc.pow(2).sum(-1) / self.n_salient_latent
-        return _masked_mean(energy, ~perturbed)
-
-    @staticmethod
-    def dependence(
-        background: torch.Tensor, salient: torch.Tensor, perturbed: torch.Tensor
-    ) -> torch.Tensor:
-        """Mean squared correlation between background and salient coordinates.
-
-        Pearson correlations between every background and every salient posterior mean
-        (``background``, ``salient``: cells x dimensions) over the perturbed cells of the
-        minibatch, squared, adjusted for the minibatch size as adjusted R² is
-        (``1 - (1 - r²)(n - 1)/(n - 2)``, so independent coordinates give about 0 whatever
-        ``n``), and averaged. The model's priors make the two spaces independent; 1 means
-        every salient coordinate is a linear function of every background one.
-        """
-        background, salient = background[perturbed], salient[perturbed]
-        n = background.shape[0]
-        if n < 3:
-            return background.new_zeros(())
-        background = (background - background.mean(0)) / (background.std(0) + 1e-6)
-        salient = (salient - salient.mean(0)) / (salient.std(0) + 1e-6)
-        squared = (background.T @ salient / (n - 1)).pow(2)
-        return (1 - (1 - squared) * (n - 1) / (n - 2)).mean()
-
-    @staticmethod
-    def background_shift(background: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
-        """Difference between the background coordinates of perturbed and control cells.
-
-        The squared difference between the two groups' mean background posterior means
-        (``background``: cells x dimensions), divided by their pooled variance, averaged over
-        background dimensions and adjusted for the minibatch sizes (minus
-        ``1/n_control + 1/n_perturbed``, its expectation when both groups come from one
-        distribution), so matching groups give about 0. The model's prior gives control and
-        perturbed cells the same background distribution, as a randomized screen does; 1
-        means the groups are a pooled standard deviation apart in every background dimension.
-        """
-        control_codes, perturbed_codes = background[~perturbed], background[perturbed]
-        n_control, n_perturbed = control_codes.shape[0], perturbed_codes.shape[0]
-        if n_control < 2 or n_perturbed < 2:
-            return background.new_zeros(())
-        pooled = (
-            (n_control - 1) * control_codes.var(0) + (n_perturbed - 1) * perturbed_codes.var(0)
-        ) / (n_control + n_perturbed - 2)
-        squared = (perturbed_codes.mean(0) - control_codes.mean(0)).pow(2) / (pooled + 1e-6)
-        return (squared - (1 / n_control + 1 / n_perturbed)).mean()
-
     def _minibatch_measures(
         self,
-        qz: Normal,
-        qs: Normal,
-        perturbed: torch.Tensor,
+        inference_outputs: dict,
+        condition: torch.Tensor,
         gather: Callable[[torch.Tensor], torch.Tensor] | None,
     ) -> dict[str, torch.Tensor]:
-        """Dependence and background shift, over the global minibatch when ``gather`` is set."""
-        background, salient = qz.loc, qs.loc
+        """Compute the constrained measures, over the global minibatch when ``gather`` is set.
+
+        All three read the posterior means without dropout noise (the embedding the model
+        returns), so a bound holds for what a user scores, not for a noisier copy of it.
+        """
+        background = inference_outputs["background_mean"]
+        salient = inference_outputs["salient_mean"]
+        condition = condition.reshape(-1, 1).to(background.dtype)
         if gather is not None:
             # One collective for all three: the processes' rows, stacked.
-            stacked = gather(torch.cat([background, salient, perturbed[:, None].float()], 1))
-            background, salient, flags = stacked.split(
+            stacked = gather(torch.cat([background, salient, condition], 1))
+            background, salient, condition = stacked.split(
                 [background.shape[1], salient.shape[1], 1], dim=1
             )
-            perturbed = flags[:, 0] > 0.5
+        perturbed = self.is_perturbed(condition.round())
         return {
-            "dependence": self.dependence(background, salient, perturbed),
-            "background_shift": self.background_shift(background, perturbed),
+            CONSTRAINTS.LEAKAGE: relative_leakage(salient, perturbed),
+            CONSTRAINTS.DEPENDENCE: space_dependence(background, salient, perturbed),
+            CONSTRAINTS.BACKGROUND_SHIFT: label_dependence(background, condition.round()),
         }
 
     def loss(
@@ -403,12 +345,14 @@ class ComparativeVAE(BaseModuleClass):
             kl_library = kl(inference_outputs["ql"], prior).sum(-1)
 
         per_cell = reconstruction + kl_weight * (kl_background + kl_salient) + kl_library
-        loss_control = _masked_mean(per_cell, ~perturbed)
-        loss_perturbed = _masked_mean(per_cell, perturbed)
-        leakage = self.leakage(qs, perturbed)
+        loss_control = masked_mean(per_cell, ~perturbed)
+        loss_perturbed = masked_mean(per_cell, perturbed)
+        measures = self._minibatch_measures(
+            inference_outputs, tensors[REGISTRY_KEYS.CONDITION_KEY], gather
+        )
         loss = (
             2 * (control_weight * loss_control + (1 - control_weight) * loss_perturbed)
-            + leakage_weight * leakage
+            + leakage_weight * measures[CONSTRAINTS.LEAKAGE]
         )
         return LossOutput(
             loss=loss,
@@ -421,8 +365,7 @@ class ComparativeVAE(BaseModuleClass):
             extra_metrics={
                 "loss_control": loss_control,
                 "loss_perturbed": loss_perturbed,
-                "leakage": leakage,
-                **self._minibatch_measures(qz, qs, perturbed, gather),
+                **measures,
                 **self.salient_prior.measures(),
             },
         )

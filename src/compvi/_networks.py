@@ -23,9 +23,8 @@ def _hidden_stack(
         block = [nn.Linear(n_in if i == 0 else n_hidden, n_hidden)]
         if batch_norm:
             block.append(GlobalBatchNorm1d(n_hidden, momentum=0.01, eps=1e-3))
-        block.append(nn.ReLU())
-        if dropout_rate > 0:
-            block.append(nn.Dropout(dropout_rate))
+        # Always last, even at rate 0, so the encoder can evaluate a layer without it.
+        block += [nn.ReLU(), nn.Dropout(dropout_rate)]
         layers.append(nn.Sequential(*block))
     return layers
 
@@ -73,13 +72,26 @@ class SharedTrunkEncoder(nn.Module):
 
     def forward(
         self, x_log: torch.Tensor, covariates: torch.Tensor
-    ) -> tuple[Normal, Normal, Normal | None]:
-        """Posteriors of background, salient and library latents (``None`` if observed)."""
-        hidden = torch.cat([x_log, covariates], dim=-1)
+    ) -> tuple[Normal, Normal, Normal | None, tuple[torch.Tensor, torch.Tensor]]:
+        """Posteriors of background, salient and library latents (``None`` if observed).
+
+        The fourth output holds the background and salient posterior means without dropout
+        noise, the embedding a trained model returns, on which the training constraints are
+        measured: dropout would lower the measured dependences below what the embedding has.
+        Out of training, or without dropout, they are the posteriors' means.
+        """
+        noisy = clean = torch.cat([x_log, covariates], dim=-1)
         for layer in self.trunk:
-            hidden = layer(hidden)
-        library = self.library(hidden) if self.library is not None else None
-        return self.background(hidden), self.salient(hidden), library
+            body, dropout = layer[:-1], layer[-1]
+            hidden = body(noisy)
+            # The first layer sees the same input on both paths: compute it once.
+            clean = hidden if clean is noisy else body(clean)
+            noisy = dropout(hidden)
+        library = self.library(noisy) if self.library is not None else None
+        qz, qs = self.background(noisy), self.salient(noisy)
+        if clean is noisy or not self.training:
+            return qz, qs, library, (qz.loc, qs.loc)
+        return qz, qs, library, (self.background.mean(clean), self.salient.mean(clean))
 
 
 class PiecewiseAffineDecoder(nn.Module):

@@ -11,9 +11,9 @@ from scvi.module.base import BaseModuleClass, LossOutput
 from scvi.train import TrainingPlan
 
 from ._constants import BALANCING_MODES
+from ._constraints import CONSTRAINTS, DEFAULT_BOUNDS, DEFAULT_MULTIPLIER_LR, Constraint
 from ._data_loading import concatenate_sources
 from ._distributed import GlobalBatchNorm1d, gather_rows, sum_over_processes
-from ._dual_ascent import DualAscentMultiplier
 from ._mgda import min_norm_weight
 
 
@@ -30,10 +30,13 @@ class ComparativeTrainingPlan(TrainingPlan):
 
     .. math::
 
-        2\,(\alpha L_c + (1 - \alpha) L_p) + \sum_k \lambda_k (R_k - \varepsilon_k),
+        L = 2\,(\alpha L_c + (1 - \alpha) L_p), \qquad
+        L + \sum_k \lambda_k (R_k / \varepsilon_k - 1)\,\lvert\bar L\rvert,
 
     where each :math:`R_k \le \varepsilon_k` is a constraint on the module's measures of
-    how the two latent spaces mix, and each :math:`\lambda_k \ge 0` follows dual ascent.
+    how the two latent spaces mix (see :class:`~compvi._constraints.Constraint`),
+    :math:`\bar L` is :math:`L` held constant for the gradient, and each
+    :math:`\lambda_k \ge 0` follows dual ascent on the relative violation.
 
     Parameters
     ----------
@@ -45,18 +48,16 @@ class ComparativeTrainingPlan(TrainingPlan):
         the data; the per-cell gradients at the output come from one extra backward pass
         through the likelihood only. ``"sum"``: :math:`\alpha = 0.5`, the plain sum.
     leakage_bound
-        Largest leakage (salient signal in control cells), in units of the salient prior's
-        variance per dimension (see :meth:`~compvi._module.ComparativeVAE.leakage`).
-        ``None`` turns the constraint off.
+        Largest salient energy of control cells relative to perturbed cells (see
+        :func:`~compvi._measures.relative_leakage`). ``None`` turns the constraint off.
     dependence_bound
-        Largest mean squared correlation between the background and salient coordinates of
-        perturbed cells (see :meth:`~compvi._module.ComparativeVAE.dependence`). ``None``
-        turns the constraint off.
+        Largest normalized HSIC between the background and salient posterior means of
+        perturbed cells (see :func:`~compvi._measures.space_dependence`). ``None`` turns
+        the constraint off.
     background_shift_bound
-        Largest standardized squared difference between the background coordinates of
-        perturbed and control cells (see
-        :meth:`~compvi._module.ComparativeVAE.background_shift`). ``None`` (the default)
-        turns the constraint off.
+        Largest normalized HSIC between the background posterior means and the condition
+        label (see :func:`~compvi._measures.label_dependence`). ``None`` turns the
+        constraint off.
     edge_bound
         Largest expected number of edges per perturbation of the sparse prior's
         perturbation → factor graph (see :meth:`~compvi._priors.SparsePrior.expected_edges`).
@@ -66,6 +67,10 @@ class ComparativeTrainingPlan(TrainingPlan):
         linearly to ``edge_bound`` over this fraction of ``max_epochs``: the prior first
         learns what each perturbation does, then keeps the edges that explain most of it.
         0 applies ``edge_bound`` from the first step.
+    edge_anneal_start
+        Where the edge bound's schedule starts; ``None``: the number of salient factors.
+        A model trained again passes where its last fit ended, so the graph is not
+        re-grown.
     prior_lr
         Learning rate of the salient prior's parameters (mixture components,
         per-perturbation laws, graph logits); ``None`` uses ``lr``. They are few and
@@ -75,7 +80,11 @@ class ComparativeTrainingPlan(TrainingPlan):
         A fixed penalty weight on the leakage instead of its constraint (for ablations);
         needs ``leakage_bound=None``.
     multiplier_lr
-        Step size of the dual ascent on every multiplier, applied every training step.
+        Step size of the dual ascent on every multiplier, in units of the relative
+        violation, applied every training step.
+    multipliers
+        Starting values of the multipliers by constraint name (where an earlier fit left
+        them); missing ones start at 0.
     **kwargs
         Passed to :class:`scvi.train.TrainingPlan` (``lr``, ``n_epochs_kl_warmup``, ...).
 
@@ -86,14 +95,16 @@ class ComparativeTrainingPlan(TrainingPlan):
         module: BaseModuleClass,
         *,
         balancing: Literal["mgda", "sum"] = "mgda",
-        leakage_bound: float | None = 0.05,
-        dependence_bound: float | None = 0.002,
-        background_shift_bound: float | None = None,
+        leakage_bound: float | None = DEFAULT_BOUNDS[CONSTRAINTS.LEAKAGE],
+        dependence_bound: float | None = DEFAULT_BOUNDS[CONSTRAINTS.DEPENDENCE],
+        background_shift_bound: float | None = DEFAULT_BOUNDS[CONSTRAINTS.BACKGROUND_SHIFT],
         edge_bound: float | None = None,
         edge_anneal_fraction: float = 0.5,
+        edge_anneal_start: float | None = None,
         prior_lr: float | None = 1e-2,
         leakage_weight: float | None = None,
-        multiplier_lr: float = 1.0,
+        multiplier_lr: float = DEFAULT_MULTIPLIER_LR,
+        multipliers: dict[str, float] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(module, **kwargs)
@@ -106,22 +117,7 @@ class ComparativeTrainingPlan(TrainingPlan):
             )
         if leakage_weight is not None and leakage_weight < 0:
             raise ValueError(f"leakage_weight must be >= 0, got {leakage_weight}.")
-        for name, bound, meaning in (
-            ("leakage_bound", leakage_bound, "salient energy per dimension controls may keep"),
-            ("dependence_bound", dependence_bound, "mean squared correlation of the spaces"),
-            (
-                "background_shift_bound",
-                background_shift_bound,
-                "standardized squared background shift of perturbed cells",
-            ),
-            ("edge_bound", edge_bound, "expected number of edges per perturbation"),
-        ):
-            if bound is not None and bound < 0:
-                raise ValueError(
-                    f"{name} must be >= 0 (the largest {meaning}), got {bound}; use None to "
-                    "turn the constraint off."
-                )
-        if edge_bound is not None and "edges" not in module.salient_prior.measures():
+        if edge_bound is not None and CONSTRAINTS.EDGES not in module.salient_prior.measures():
             raise ValueError(
                 f"edge_bound bounds the graph of the sparse prior, but the model's prior is "
                 f"{module.prior!r}; create the model with prior='sparse' or pass "
@@ -138,18 +134,27 @@ class ComparativeTrainingPlan(TrainingPlan):
         self.prior_lr = prior_lr
         self.balancing = balancing
         self.leakage_weight = leakage_weight
+        multipliers = multipliers or {}
         self.constraints = torch.nn.ModuleDict(
             {
-                measure: DualAscentMultiplier(bound, multiplier_lr)
-                for measure, bound in (
-                    ("leakage", leakage_bound),
-                    ("dependence", dependence_bound),
-                    ("background_shift", background_shift_bound),
-                    ("edges", edge_bound),
+                name: Constraint(name, bound, multiplier_lr, multipliers.get(name))
+                for name, bound in (
+                    (CONSTRAINTS.LEAKAGE, leakage_bound),
+                    (CONSTRAINTS.DEPENDENCE, dependence_bound),
+                    (CONSTRAINTS.BACKGROUND_SHIFT, background_shift_bound),
+                    (CONSTRAINTS.EDGES, edge_bound),
                 )
                 if bound is not None
             }
         )
+        self.edge_anneal_start = max(
+            module.n_salient_latent if edge_anneal_start is None else edge_anneal_start,
+            edge_bound or 0.0,
+        )
+
+    def multipliers(self) -> dict[str, float]:
+        """Return the current multiplier of each constraint, by name."""
+        return {name: float(c.value) for name, c in self.constraints.items()}
 
     def configure_optimizers(self):
         """scvi-tools' optimizer, with the salient prior's parameters in their own group."""
@@ -245,13 +250,13 @@ class ComparativeTrainingPlan(TrainingPlan):
     def on_train_epoch_start(self) -> None:
         """Move the edge bound along its annealing schedule."""
         super().on_train_epoch_start()
-        if "edges" not in self.constraints:
+        if CONSTRAINTS.EDGES not in self.constraints:
             return
         # max_epochs is None or -1 when training is bounded by steps: no schedule then.
         anneal_epochs = self.edge_anneal_fraction * max(self.trainer.max_epochs or 0, 0)
         progress = min(1.0, self.current_epoch / anneal_epochs) if anneal_epochs else 1.0
-        start = max(self.module.n_salient_latent, self.edge_bound)
-        self.constraints["edges"].bound = start + progress * (self.edge_bound - start)
+        start = self.edge_anneal_start
+        self.constraints[CONSTRAINTS.EDGES].bound = start + progress * (self.edge_bound - start)
 
     def _mgda_weight(
         self, loss_output: LossOutput, generative_outputs: dict, perturbed: torch.Tensor
@@ -340,15 +345,18 @@ class ComparativeTrainingPlan(TrainingPlan):
         else:
             alpha = torch.full((), 0.5, device=perturbed.device)
         loss = 2 * (alpha * extra["loss_control"] + (1 - alpha) * extra["loss_perturbed"])
+        # Penalties in units of the objective, so the multipliers are free of units.
+        scale = loss.detach().abs()
         for measure, constraint in self.constraints.items():
-            loss = loss + constraint.penalty(extra[measure])
+            loss = loss + constraint.penalty(extra[measure], scale)
         if self.leakage_weight:
-            loss = loss + self.leakage_weight * extra["leakage"]
+            loss = loss + self.leakage_weight * extra[CONSTRAINTS.LEAKAGE]
         self._raise_if_not_finite(loss, loss_output, perturbed)
 
         log = {"on_step": self.on_step, "on_epoch": self.on_epoch, "batch_size": len(perturbed)}
         self.log("train_loss", loss, prog_bar=True, **log)
         self.log("mgda_weight", alpha, **log)
+        self.log("kl_weight", self.kl_weight, **log)
         if self.constraints:
             # Every process steps its multipliers with the same (mean) measures, so the
             # multipliers stay identical across processes.

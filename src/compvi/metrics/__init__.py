@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._affine import affine_r2
+from ._affine import affine_r2, knn_r2
 from ._baselines import log_counts_pca
 from ._graph import structural_hamming_distance
 from ._leakage import leakage
@@ -11,6 +11,7 @@ from ._stability import seed_stability
 
 __all__ = [
     "affine_r2",
+    "knn_r2",
     "leakage",
     "log_counts_pca",
     "match_factors",

@@ -1,4 +1,4 @@
-"""Affine recoverability of a true latent block from a learned one."""
+"""Recoverability of a true latent block from a learned one: affine and nearest-neighbour."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import train_test_split
+from sklearn.neighbors import KNeighborsRegressor
 
 from ._validation import as_matrix, check_same_rows
 
@@ -59,6 +60,60 @@ def affine_r2(
     1.0
 
     """
+    return _held_out_r2(LinearRegression(), true, learned, test_size, random_state)
+
+
+def knn_r2(
+    true: ArrayLike,
+    learned: ArrayLike,
+    *,
+    n_neighbors: int = 15,
+    test_size: float = 0.3,
+    random_state: int = 0,
+) -> float:
+    """Held-out :math:`R^2` of a nearest-neighbour regression from a learned block to a true one.
+
+    As :func:`affine_r2`, but the map ``learned -> true`` is the mean of the ``n_neighbors``
+    nearest training rows (Euclidean distance in the learned space, as a neighbour graph or
+    UMAP of the embedding uses it), so any smooth relation counts, not only an affine one.
+    Used as a leakage score it sees what a nonlinear read-out of one block could take from
+    the other: a learned background that carries a true salient factor bent by a
+    nonlinearity scores near 0 with :func:`affine_r2` and well above 0 here.
+
+    Parameters
+    ----------
+    true
+        Ground-truth latent, ``(n_cells, d_true)``; a 1-D array is one column.
+    learned
+        Learned representation of the same cells, ``(n_cells, d_learned)``.
+    n_neighbors
+        Neighbours averaged per prediction.
+    test_size
+        Fraction of the rows held out for scoring, in (0, 1).
+    random_state
+        Seed of the train/test split.
+
+    Returns
+    -------
+    Mean held-out :math:`R^2` over the non-constant columns of ``true``; at most 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from compvi.metrics import affine_r2, knn_r2
+    >>> z = np.random.default_rng(0).uniform(-2, 2, size=(2000, 1))
+    >>> round(affine_r2(z**2, z), 2), round(knn_r2(z**2, z), 2)
+    (-0.0, 1.0)
+
+    """
+    if not (isinstance(n_neighbors, int | np.integer) and n_neighbors >= 1):
+        raise ValueError(f"n_neighbors must be a positive integer, got {n_neighbors!r}.")
+    regressor = KNeighborsRegressor(n_neighbors=int(n_neighbors))
+    return _held_out_r2(regressor, true, learned, test_size, random_state)
+
+
+def _held_out_r2(regressor, true, learned, test_size: float, random_state: int) -> float:
+    """Fit ``regressor`` from ``learned`` to ``true`` on a split, score R² on the rest."""
     true = as_matrix(true, "true")
     learned = as_matrix(learned, "learned")
     check_same_rows(MIN_ROWS, true=true, learned=learned)
@@ -68,7 +123,12 @@ def affine_r2(
     learned_train, learned_test, true_train, true_test = train_test_split(
         learned, true, test_size=test_size, random_state=random_state
     )
-    predicted = LinearRegression().fit(learned_train, true_train).predict(learned_test)
+    if len(learned_train) < getattr(regressor, "n_neighbors", 1):
+        raise ValueError(
+            f"n_neighbors={regressor.n_neighbors} is more than the {len(learned_train)} "
+            "training rows; pass more cells or fewer neighbours."
+        )
+    predicted = regressor.fit(learned_train, true_train).predict(learned_test)
 
     informative = np.ptp(true_test, axis=0) > 0
     if not informative.any():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._affine import MIN_ROWS, affine_r2
+from ._affine import MIN_ROWS, affine_r2, knn_r2
 from ._validation import as_matrix, check_same_rows
 
 
@@ -54,6 +54,9 @@ def leakage(
         :func:`~compvi.metrics.affine_r2` of the true background latent from the learned
         salient block, on perturbed cells. About 0 when the salient block carries no
         shared variation (cell type, cycle, batch); close to 1 when it does.
+    ``"salient_from_background_knn"``, ``"background_from_salient_knn"``
+        The same two scores with :func:`~compvi.metrics.knn_r2`, a nearest-neighbour
+        read-out, so leakage through a nonlinear relation counts too.
     ``"control_salient_norm"``
         Mean Euclidean norm of the learned salient representation on control cells,
         divided by its mean norm on perturbed cells. Controls have no salient variation,
@@ -110,6 +113,12 @@ def leakage(
             true_salient[is_perturbed], learned_background[is_perturbed], **split
         ),
         "background_from_salient": affine_r2(
+            true_background[is_perturbed], learned_salient[is_perturbed], **split
+        ),
+        "salient_from_background_knn": knn_r2(
+            true_salient[is_perturbed], learned_background[is_perturbed], **split
+        ),
+        "background_from_salient_knn": knn_r2(
             true_background[is_perturbed], learned_salient[is_perturbed], **split
         ),
         "control_salient_norm": float(norms[~is_perturbed].mean() / perturbed_norm),

@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
+from .._constraints import CONSTRAINTS, DEFAULT_BOUNDS
 from ._utils import _finish
 
 if TYPE_CHECKING:
     from .._model import ComparativeVI
 
-_CONSTRAINTS = ("leakage", "dependence", "background_shift")
+# The edge bound has a panel of its own (it is annealed, and counts edges).
+_SPACE_CONSTRAINTS = (CONSTRAINTS.LEAKAGE, CONSTRAINTS.DEPENDENCE, CONSTRAINTS.BACKGROUND_SHIFT)
 
 
 def training_diagnostics(
@@ -25,12 +27,13 @@ def training_diagnostics(
     """Plot the per-epoch training curves of a trained model.
 
     Four panels: the mean negative ELBO of control and perturbed cells; the MGDA weight of
-    the control objective (0.5 is a plain sum); each constrained measure against its bound
-    (dashed); and the Lagrange multipliers. A multiplier that keeps growing means its bound
-    cannot be met; a measure far below its bound with a zero multiplier means the constraint
-    is inactive. A model with ``prior="sparse"`` gets a fifth panel: the expected number of
-    edges per perturbation against its annealed bound (dashed), whose multiplier joins the
-    others.
+    the control objective (0.5 is a plain sum); each constrained measure divided by its
+    bound (the dashed line at 1 is the bound; a measure without a bound is drawn against
+    the default one); and the Lagrange multipliers on a log scale. A multiplier that keeps
+    growing means its bound cannot be met; a measure below 1 with a multiplier at the floor
+    means the constraint is inactive. A model with ``prior="sparse"`` gets a fifth panel:
+    the expected number of edges per perturbation against its annealed bound (dashed),
+    whose multiplier joins the others.
 
     Parameters
     ----------
@@ -58,18 +61,21 @@ def training_diagnostics(
     axes[1].plot(history["mgda_weight"].index, history["mgda_weight"].to_numpy(dtype=float))
     axes[1].axhline(0.5, color="grey", lw=0.8, ls=":")
     axes[1].set(title="MGDA weight of controls", xlabel="epoch", ylim=(0, 1))
-    for measure in _CONSTRAINTS:
+    for measure in _SPACE_CONSTRAINTS:
         if f"{measure}_train" not in history:
             continue
+        bound_key = f"{measure}_bound"
+        bound = (
+            history[bound_key].to_numpy(dtype=float).ravel()
+            if bound_key in history
+            else DEFAULT_BOUNDS[measure]
+        )
+        label = measure if bound_key in history else f"{measure} (no bound)"
         (line,) = axes[2].plot(
             history[f"{measure}_train"].index,
-            history[f"{measure}_train"].to_numpy(dtype=float),
-            label=measure,
+            history[f"{measure}_train"].to_numpy(dtype=float).ravel() / bound,
+            label=label,
         )
-        if f"{measure}_bound" in history:
-            axes[2].axhline(
-                float(history[f"{measure}_bound"].iloc[-1, 0]), color=line.get_color(), ls="--"
-            )
         if f"{measure}_multiplier" in history:
             axes[3].plot(
                 history[f"{measure}_multiplier"].index,
@@ -77,8 +83,12 @@ def training_diagnostics(
                 label=measure,
                 color=line.get_color(),
             )
+    axes[2].axhline(1.0, color="grey", ls="--")
     if sparse:
-        for key, style in (("edges_train", "-"), ("edges_bound", "--")):
+        for key, style in (
+            (f"{CONSTRAINTS.EDGES}_train", "-"),
+            (f"{CONSTRAINTS.EDGES}_bound", "--"),
+        ):
             if key in history:
                 axes[4].plot(history[key].index, history[key].to_numpy(dtype=float), "k" + style)
         axes[4].set(title="edges per perturbation (bound dashed)", xlabel="epoch")
@@ -89,9 +99,9 @@ def training_diagnostics(
                 label="edges",
                 color="black",
             )
-    axes[2].set(title="constrained measures (bounds dashed)", xlabel="epoch")
+    axes[2].set(title="measure / bound (1 = bound)", xlabel="epoch")
     axes[2].legend()
-    axes[3].set(title="Lagrange multipliers", xlabel="epoch")
+    axes[3].set(title="Lagrange multipliers", xlabel="epoch", yscale="log")
     if axes[3].lines:
         axes[3].legend()
     fig.tight_layout()

@@ -1,0 +1,125 @@
+"""Constraints of the training objective: names, bounds and dual-ascent multipliers."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+class _ConstraintNames(NamedTuple):
+    LEAKAGE: str = "leakage"
+    DEPENDENCE: str = "dependence"
+    BACKGROUND_SHIFT: str = "background_shift"
+    EDGES: str = "edges"
+
+
+CONSTRAINTS = _ConstraintNames()
+
+# The smallest multiplier, standing in for 0: against an objective of magnitude 1,000 a
+# constraint at this multiplier moves the objective by 0.001 per bound of violation.
+MIN_MULTIPLIER = 1e-6
+# Weight of the past in the running mean of a measure that drives its multiplier: about
+# the last 1 / (1 - 0.9) = 10 steps count.
+MEASURE_SMOOTHING = 0.9
+
+# What each constraint bounds, for error messages and the end-of-training advice.
+CONSTRAINT_MEANINGS = {
+    CONSTRAINTS.LEAKAGE: "salient energy of control cells relative to perturbed cells",
+    CONSTRAINTS.DEPENDENCE: "normalized HSIC between the background and salient spaces",
+    CONSTRAINTS.BACKGROUND_SHIFT: "normalized HSIC between the background and the condition",
+    CONSTRAINTS.EDGES: "expected number of edges per perturbation of the sparse prior",
+}
+
+
+class Constraint(torch.nn.Module):
+    r"""A constraint :math:`R \le \varepsilon` with a Lagrange multiplier :math:`\lambda > 0`.
+
+    The training plan adds :math:`\lambda\,(R / \varepsilon - 1)\,\lvert\bar L\rvert` to the
+    objective, where :math:`\bar L` is the current objective (held constant for the
+    gradient), so :math:`\lambda` is free of units: :math:`\lambda = 1` makes a constraint
+    violated by its own bound weigh as much as the objective. After each step the multiplier
+    follows exponentiated dual ascent on the relative violation of :math:`\bar R`, a running
+    mean of the measure over the last steps (:data:`MEASURE_SMOOTHING`),
+
+    .. math::
+
+        \lambda \leftarrow \max\bigl(\lambda_{\min},
+        \lambda \exp(\eta \operatorname{clip}(\bar R / \varepsilon - 1, -1, 1))\bigr),
+
+    mirror ascent on the dual with a logarithmic geometry: the multiplier grows while the
+    constraint is violated and shrinks once it holds with slack, by at most a factor
+    :math:`e^{\eta}` per step, so the same :math:`\eta` tracks multipliers that settle
+    anywhere between :math:`\lambda_{\min}` and far above 1. The running mean matters:
+    minibatch measures near a small bound are noisy, and clipping each step's violation
+    would cut the large ones more than the small ones, so a constraint violated on average
+    could see its multiplier fall. :math:`\lambda_{\min}` (:data:`MIN_MULTIPLIER`) stands
+    in for 0, where a multiplicative step would stay.
+
+    Parameters
+    ----------
+    name
+        One of :data:`CONSTRAINTS`; the training history logs ``{name}_train`` (the
+        measure), ``{name}_bound`` and ``{name}_multiplier``.
+    bound
+        The bound :math:`\varepsilon > 0`, in the measure's own scale-free units.
+    lr
+        Dual step size :math:`\eta > 0`.
+    multiplier
+        Starting value of :math:`\lambda` (where an earlier fit left it); ``None`` starts
+        at :math:`\lambda_{\min}`.
+
+    """
+
+    def __init__(
+        self, name: str, bound: float, lr: float, multiplier: float | None = None
+    ) -> None:
+        super().__init__()
+        if name not in CONSTRAINTS:
+            raise ValueError(f"Unknown constraint {name!r}; expected one of {CONSTRAINTS}.")
+        if not bound > 0:
+            raise ValueError(
+                f"{name}_bound must be > 0 (the largest {CONSTRAINT_MEANINGS[name]}), got "
+                f"{bound}; use None to turn the constraint off."
+            )
+        if not lr > 0:
+            raise ValueError(f"multiplier_lr must be > 0 (the dual step size), got {lr}.")
+        multiplier = MIN_MULTIPLIER if multiplier is None else max(multiplier, MIN_MULTIPLIER)
+        self.name = name
+        self.bound = float(bound)
+        self.lr = float(lr)
+        # A buffer, not a parameter: the optimizer of the primal problem must not touch it,
+        # but it moves with the plan across devices and into checkpoints.
+        self.register_buffer("value", torch.full((), float(multiplier)))
+        # Running mean of the measure; NaN until the first step.
+        self.register_buffer("running", torch.full((), float("nan")))
+
+    def violation(self, measure: torch.Tensor) -> torch.Tensor:
+        r"""Relative violation :math:`R / \varepsilon - 1` (negative while the bound holds)."""
+        return measure / self.bound - 1
+
+    def penalty(self, measure: torch.Tensor, scale: torch.Tensor | float = 1.0) -> torch.Tensor:
+        r"""Lagrangian term :math:`\lambda (R / \varepsilon - 1)\,\lvert\bar L\rvert`."""
+        # A copy, so that the in-place dual step after the forward pass leaves the autograd
+        # graph of this step intact.
+        return self.value.clone() * self.violation(measure) * scale
+
+    @torch.no_grad()
+    def step(self, measure: torch.Tensor) -> None:
+        """Take one dual-ascent step given the measure observed this step."""
+        measure = measure.detach().to(self.running.dtype)
+        # The first measure starts the running mean (a select: no wait for the device).
+        previous = torch.where(self.running.isnan(), measure, self.running)
+        self.running.copy_(MEASURE_SMOOTHING * previous + (1 - MEASURE_SMOOTHING) * measure)
+        step = self.violation(self.running).clamp(-1.0, 1.0)
+        self.value.mul_(torch.exp(self.lr * step)).clamp_(min=MIN_MULTIPLIER)
+
+
+# Default bounds, each in its measure's scale-free units (see the measures in _measures.py).
+DEFAULT_BOUNDS = {
+    CONSTRAINTS.LEAKAGE: 0.02,
+    CONSTRAINTS.DEPENDENCE: 0.01,
+    CONSTRAINTS.BACKGROUND_SHIFT: 0.02,
+}
+# Dual step per training step: the multiplier changes by at most this log-factor a step.
+DEFAULT_MULTIPLIER_LR = 0.05

@@ -1,0 +1,130 @@
+"""Minibatch measures of how the latent spaces mix, for the training constraints.
+
+Each measure is scale-free, so that one bound reads the same on any data set: the kernel
+measures are normalized dependences in [0, 1] (about 0 for independent variables, 1 for a
+deterministic relation), and the leakage is a ratio of salient energies.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Below this many rows the unbiased HSIC estimator is undefined (it divides by n - 3).
+MIN_HSIC_ROWS = 4
+# Squared salient norm of perturbed cells below which the salient space counts as collapsed
+# (a root mean square of 0.1 in all, against about 1 per dimension under the prior).
+MIN_SALIENT_ENERGY = 1e-2
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over the rows selected by ``mask``; 0 when no row is selected."""
+    weights = mask.to(values.dtype)
+    return (values * weights).sum(-1) / weights.sum().clamp(min=1.0)
+
+
+def rbf_gram(points: torch.Tensor) -> torch.Tensor:
+    r"""Gaussian-kernel Gram matrix with the median heuristic bandwidth.
+
+    :math:`K_{ij} = \exp(-\lVert x_i - x_j\rVert^2 / m)` with :math:`m` the median squared
+    distance between distinct rows (held constant for the gradient). Coordinates with
+    little spread barely move the distances, so collapsed latent dimensions neither count
+    nor dominate the gradient, unlike standardized correlations.
+    """
+    squared = torch.cdist(points, points).pow(2)
+    n = points.shape[0]
+    off_diagonal = squared.detach()[~torch.eye(n, dtype=torch.bool, device=points.device)]
+    bandwidth = off_diagonal.median().clamp(min=torch.finfo(points.dtype).tiny)
+    return torch.exp(-squared / bandwidth)
+
+
+def label_gram(labels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Delta-kernel Gram matrix of integer labels: 1 where two rows share a label."""
+    labels = labels.reshape(-1)
+    return (labels[:, None] == labels[None, :]).to(dtype)
+
+
+def unbiased_hsic(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    r"""Unbiased estimator of the Hilbert-Schmidt independence criterion of two Gram matrices.
+
+    The estimator of Song et al. (2012): with :math:`\tilde K, \tilde L` the Gram matrices
+    with zeroed diagonals and :math:`n` rows,
+
+    .. math::
+
+        \frac{1}{n(n-3)}\Bigl[\operatorname{tr}(\tilde K \tilde L)
+        + \frac{\mathbf 1^\top \tilde K \mathbf 1\, \mathbf 1^\top \tilde L \mathbf 1}
+        {(n-1)(n-2)} - \frac{2}{n-2}\mathbf 1^\top \tilde K \tilde L \mathbf 1\Bigr].
+
+    Its expectation is 0 for independent variables whatever :math:`n`, so a bound on it
+    does not depend on the minibatch size.
+    """
+    n = first.shape[0]
+    eye = torch.eye(n, dtype=torch.bool, device=first.device)
+    first = first.masked_fill(eye, 0.0)
+    second = second.masked_fill(eye, 0.0)
+    first_rows, second_rows = first.sum(0), second.sum(0)
+    trace = (first * second).sum()
+    totals = first_rows.sum() * second_rows.sum() / ((n - 1) * (n - 2))
+    cross = 2 * first_rows.dot(second_rows) / (n - 2)
+    return (trace + totals - cross) / (n * (n - 3))
+
+
+def normalized_hsic(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    r"""HSIC of two Gram matrices divided by the geometric mean of their self-HSICs.
+
+    Kernel alignment (CKA) with unbiased estimates: about 0 for independent variables, 1 when
+    the two Gram matrices agree. A variable without spread in the minibatch (a collapsed
+    space, a single label) has nothing to depend on and scores 0.
+    """
+    scale = (unbiased_hsic(first, first) * unbiased_hsic(second, second)).clamp(min=0).sqrt()
+    tiny = torch.finfo(scale.dtype).eps
+    value = unbiased_hsic(first, second) / scale.clamp(min=tiny)
+    return torch.where(scale > tiny, value, torch.zeros_like(value))
+
+
+def space_dependence(
+    background: torch.Tensor, salient: torch.Tensor, perturbed: torch.Tensor
+) -> torch.Tensor:
+    """Measure the normalized HSIC between background and salient means of perturbed cells.
+
+    ``background``, ``salient``: cells x dimensions (posterior means); ``perturbed``: the
+    rows to use. Gaussian kernels on each whole space see nonlinear dependence (a salient
+    coordinate that is the square of a background one scores above 0) and do not average
+    a dependent direction away over unrelated dimensions, as a mean of pairwise
+    correlations does. About 0 when the spaces are independent, as the priors make them.
+    """
+    if int(perturbed.sum()) < MIN_HSIC_ROWS:
+        return background.new_zeros(())
+    return normalized_hsic(rbf_gram(background[perturbed]), rbf_gram(salient[perturbed]))
+
+
+def label_dependence(background: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+    """Measure the normalized HSIC between the background means and the condition label.
+
+    With a delta kernel on the label this compares each perturbation's background
+    distribution with every other's and with the controls' (a kernel two-sample statistic per
+    group, pooled), so shifts that cancel across perturbations still count. About 0 when the
+    background distribution does not depend on the condition, as in a randomized screen.
+    """
+    if background.shape[0] < MIN_HSIC_ROWS:
+        return background.new_zeros(())
+    return normalized_hsic(rbf_gram(background), label_gram(condition, background.dtype))
+
+
+def relative_leakage(salient: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
+    r"""Salient energy of control cells relative to that of perturbed cells.
+
+    :math:`\mathbb E_{\text{control}}\lVert\mu_s\rVert^2 /
+    \mathbb E_{\text{perturbed}}\lVert\mu_s\rVert^2` over the salient posterior means: 0 when
+    controls sit at the origin they decode with, 1 when the salient space does not tell them
+    from perturbed cells. The denominator is held constant for the gradient, so meeting a
+    bound means moving controls to the origin, not shrinking or inflating the whole space.
+    Posterior variances are left out: controls never decode their salient code, and pulling
+    its spread to 0 would fight the salient KL of perturbed cells that look like controls
+    (null perturbations, escapers). A salient space that has collapsed on perturbed cells
+    too (energy below :data:`MIN_SALIENT_ENERGY`) is measured against that floor instead,
+    so the ratio stays finite.
+    """
+    energy = salient.pow(2).sum(-1)
+    reference = masked_mean(energy.detach(), perturbed).clamp(min=MIN_SALIENT_ENERGY)
+    return masked_mean(energy, ~perturbed) / reference

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from compvi._constraints import CONSTRAINTS, MIN_MULTIPLIER, Constraint
+
+
+def test_multiplier_grows_by_the_clipped_relative_violation_of_the_running_mean():
+    constraint = Constraint(CONSTRAINTS.LEAKAGE, bound=0.1, lr=0.5, multiplier=1.0)
+    constraint.step(torch.tensor(0.15))  # the first measure starts the running mean
+    assert constraint.running.item() == pytest.approx(0.15)
+    assert constraint.value.item() == pytest.approx(math.exp(0.5 * 0.5))
+    constraint.step(torch.tensor(5.0))  # running mean 0.635: far over, clipped at 1
+    assert constraint.running.item() == pytest.approx(0.9 * 0.15 + 0.1 * 5.0)
+    assert constraint.value.item() == pytest.approx(math.exp(0.25 + 0.5))
+    # One quiet minibatch does not undo a violation the running mean still shows.
+    constraint.step(torch.tensor(0.0))
+    assert constraint.value.item() > math.exp(0.75)
+    for _ in range(300):
+        constraint.step(torch.tensor(0.0))
+    assert constraint.running.item() < 1e-6
+    assert constraint.value.item() == pytest.approx(MIN_MULTIPLIER)
+
+
+def test_spiky_measures_violated_on_average_raise_the_multiplier():
+    # One minibatch in five far over the bound, the rest at 0: violated by 60% on average.
+    # Clipping each step's violation would average -0.6 and let the multiplier fall.
+    constraint = Constraint(CONSTRAINTS.DEPENDENCE, bound=0.005, lr=0.05)
+    measures = [0.04 if step % 5 == 0 else 0.0 for step in range(400)]
+    assert sum(measures) / len(measures) == pytest.approx(1.6 * 0.005)
+    for measure in measures:
+        constraint.step(torch.tensor(measure))
+    assert constraint.value.item() > 1e3 * MIN_MULTIPLIER
+
+
+def test_penalty_is_the_relative_lagrangian_term_in_units_of_the_objective():
+    constraint = Constraint(CONSTRAINTS.DEPENDENCE, bound=0.25, lr=1.0, multiplier=2.0)
+    measure = torch.tensor(0.5, requires_grad=True)
+    penalty = constraint.penalty(measure, scale=torch.tensor(10.0))
+    assert penalty.item() == pytest.approx(2 * (0.5 / 0.25 - 1) * 10)
+    constraint.step(measure)  # an in-place update must not break the pending backward
+    penalty.backward()
+    assert measure.grad.item() == pytest.approx(2 * 10 / 0.25)
+
+
+def test_multiplier_starts_at_the_floor_or_where_it_is_told():
+    assert Constraint(CONSTRAINTS.EDGES, 2.0, 0.1).value.item() == pytest.approx(MIN_MULTIPLIER)
+    assert Constraint(CONSTRAINTS.EDGES, 2.0, 0.1, multiplier=0.3).value.item() == (
+        pytest.approx(0.3)
+    )
+
+
+def test_multiplier_is_a_buffer_not_a_parameter():
+    constraint = Constraint(CONSTRAINTS.LEAKAGE, bound=0.1, lr=1.0)
+    assert list(constraint.parameters()) == []
+    assert "value" in constraint.state_dict()
+
+
+@pytest.mark.parametrize(
+    ("name", "bound", "lr", "match"),
+    [
+        (CONSTRAINTS.LEAKAGE, 0.0, 1.0, "leakage_bound must be > 0"),
+        (CONSTRAINTS.BACKGROUND_SHIFT, -1.0, 1.0, "background_shift_bound must be > 0"),
+        (CONSTRAINTS.LEAKAGE, 0.1, 0.0, "multiplier_lr must be > 0"),
+        ("smoothness", 0.1, 1.0, "Unknown constraint"),
+    ],
+)
+def test_bad_arguments(name, bound, lr, match):
+    with pytest.raises(ValueError, match=match):
+        Constraint(name, bound=bound, lr=lr)
