@@ -32,7 +32,11 @@ def test_background_kind_removes_the_salient_part_of_perturbed_cells_only(model)
     full = vi.get_normalized_expression(kind="full")
     background = vi.get_normalized_expression(kind="background")
     control = (adata.obs["condition"] == "control").to_numpy()
-    np.testing.assert_array_equal(full[control].to_numpy(), background[control].to_numpy())
+    # float32 tolerances: the decodes are float32, and BLAS may sum a row in another order
+    # depending on the other cells of its minibatch.
+    np.testing.assert_allclose(
+        full[control].to_numpy(), background[control].to_numpy(), rtol=1e-5, atol=1e-8
+    )
     per_cell = np.abs(full[~control].to_numpy() - background[~control].to_numpy()).max(axis=1)
     assert (per_cell > 1e-6).all()
 
@@ -43,7 +47,10 @@ def test_gene_list_and_indices_select_the_same_values(model):
     genes = ["gene_5", "gene_1"]
     subset = vi.get_normalized_expression(indices=[3, 0, 7], gene_list=genes)
     assert list(subset.index) == list(adata.obs_names[[3, 0, 7]])
-    np.testing.assert_allclose(subset.to_numpy(), full.loc[subset.index, genes].to_numpy())
+    # Another minibatch (3 cells, not all of them) may change the order of float32 sums.
+    np.testing.assert_allclose(
+        subset.to_numpy(), full.loc[subset.index, genes].to_numpy(), rtol=1e-5, atol=1e-8
+    )
 
 
 def test_expression_argument_errors(model):
@@ -60,12 +67,12 @@ def test_salient_effect_is_full_minus_background_and_zero_on_controls(model):
     vi, adata = model
     effect = vi.get_salient_effect(library_size=1.0)
     expected = vi.get_normalized_expression() - vi.get_normalized_expression(kind="background")
-    np.testing.assert_allclose(effect.to_numpy(), expected.to_numpy(), atol=1e-7)
+    np.testing.assert_allclose(effect.to_numpy(), expected.to_numpy(), atol=1e-6)
     by_condition = vi.get_salient_effect(groupby="condition", library_size=1.0)
     assert set(by_condition.index) == {"control", "P1", "P2", "P3"}
     np.testing.assert_array_equal(by_condition.loc["control"].to_numpy(), 0.0)
     p1 = (adata.obs["condition"] == "P1").to_numpy()
-    np.testing.assert_allclose(by_condition.loc["P1"], effect[p1].mean(axis=0), atol=1e-7)
+    np.testing.assert_allclose(by_condition.loc["P1"], effect[p1].mean(axis=0), atol=1e-6)
 
 
 def test_transform_batch_keeps_cells_of_that_batch_and_moves_the_others(screen):
@@ -80,7 +87,7 @@ def test_transform_batch_keeps_cells_of_that_batch_and_moves_the_others(screen):
     target = batches[0]
     moved = vi.get_normalized_expression(transform_batch=target)
     same = batches == target
-    np.testing.assert_allclose(moved[same].to_numpy(), own[same].to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(moved[same].to_numpy(), own[same].to_numpy(), rtol=1e-5)
     assert np.abs(moved[~same].to_numpy() - own[~same].to_numpy()).max(axis=1).min() > 1e-7
     with pytest.raises(ValueError, match="not a valid batch category"):
         vi.get_normalized_expression(transform_batch="batch_99")
