@@ -213,7 +213,7 @@ def _device() -> str:
 
 
 def _ratios(table: pd.DataFrame) -> pd.DataFrame:
-    """ComparativeVI (each path) / ContrastiveVI, per size and batch size, and device / loader.
+    """ComparativeVI (each path) / ContrastiveVI, per size and batch size, and default / loader.
 
     ContrastiveVI runs at one batch size per size: every ComparativeVI row is compared with
     it, whatever its own batch size.
@@ -222,29 +222,28 @@ def _ratios(table: pd.DataFrame) -> pd.DataFrame:
     for (cells, batch_size), group in table.groupby(["cells", "batch_size"]):
         runs = group.set_index("model")
         theirs = table[(table["cells"] == cells) & (table["model"] == THEIRS)]
-        if len(theirs) == 0 or OURS not in runs.index:
-            continue
-        theirs = theirs.iloc[0]
-        ours = runs.loc[OURS]
-        row = {
-            "cells": cells,
-            "batch_size": batch_size,
-            "training throughput ratio": ours["train_cells_per_s"] / theirs["train_cells_per_s"],
-            "inference throughput ratio": ours["infer_cells_per_s"] / theirs["infer_cells_per_s"],
-            "training memory ratio": ours["training_rss_mib"] / theirs["training_rss_mib"],
-        }
-        if OURS_LOADER in runs.index:
-            loader = runs.loc[OURS_LOADER]
-            row["loader: training throughput ratio"] = (
-                loader["train_cells_per_s"] / theirs["train_cells_per_s"]
+        row = {"cells": cells, "batch_size": batch_size}
+        if OURS in runs.index and len(theirs):
+            ours, theirs = runs.loc[OURS], theirs.iloc[0]
+            row["training throughput ratio"] = (
+                ours["train_cells_per_s"] / theirs["train_cells_per_s"]
             )
-            row["default / loader: training"] = (
-                ours["train_cells_per_s"] / loader["train_cells_per_s"]
+            row["inference throughput ratio"] = (
+                ours["infer_cells_per_s"] / theirs["infer_cells_per_s"]
             )
-            row["default / loader: inference"] = (
-                ours["infer_cells_per_s"] / loader["infer_cells_per_s"]
-            )
-        rows.append(row)
+            row["training memory ratio"] = ours["training_rss_mib"] / theirs["training_rss_mib"]
+            if OURS_LOADER in runs.index:
+                row["loader: training throughput ratio"] = (
+                    runs.loc[OURS_LOADER, "train_cells_per_s"] / theirs["train_cells_per_s"]
+                )
+        if OURS in runs.index and OURS_LOADER in runs.index:
+            for kind in ("train", "infer"):
+                column = f"{kind}_cells_per_s"
+                row[f"default / loader: {kind}"] = (
+                    runs.loc[OURS, column] / runs.loc[OURS_LOADER, column]
+                )
+        if len(row) > 2:
+            rows.append(row)
     return pd.DataFrame(rows)
 
 

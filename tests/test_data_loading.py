@@ -5,7 +5,7 @@ import pytest
 
 import compvi
 from compvi._constants import DATA_SOURCES, REGISTRY_KEYS
-from compvi._data_loading import PairedDataLoader, concatenate_sources
+from compvi._data_loading import PairedDataLoader, ShardedBatchSampler, concatenate_sources
 from compvi._data_splitting import ComparativeDataSplitter
 
 
@@ -84,3 +84,20 @@ def test_splitter_rejects_bad_sizes(manager, train_size, validation_size, match)
             train_size=train_size,
             validation_size=validation_size,
         )
+
+
+def test_a_pass_is_drawn_at_the_first_minibatch_not_at_iter():
+    # A resumed run sets the samplers' pass counters after Lightning calls iter() on the
+    # loader and before the first minibatch: the pass must be drawn then, not earlier.
+    sampler = ShardedBatchSampler(np.arange(50), 8, shuffle=True, seed=3)
+    batches = iter(sampler)
+    assert sampler.passes == 0
+    sampler.passes = 4
+    first = [next(batches), *batches]
+    assert sampler.passes == 5
+    sampler.passes = 4
+    again = sampler.next_pass()
+    for expected, batch in zip(first, again, strict=True):
+        np.testing.assert_array_equal(expected, batch)
+    assert sorted(np.concatenate(again)) == list(range(50))
+    assert all((np.diff(batch) > 0).all() for batch in again)
