@@ -11,7 +11,6 @@ from anndata import AnnData
 from scvi import settings
 from scvi.data import AnnDataManager
 from scvi.model.base import DifferentialComputation
-from scvi.model.base._de_core import _fdr_de_prediction
 from scvi.model.base._differential import (
     describe_continuous_distrib,
     estimate_delta,
@@ -19,8 +18,11 @@ from scvi.model.base._differential import (
 )
 from scvi.utils import track
 
+from . import _validation
 from ._constants import DE_MODES, DE_REFERENCES, REGISTRY_KEYS
+from ._responders import MIN_CONTROL_CELLS
 from ._row_blocks import row_blocks, row_totals, scale_rows
+from ._scvi_compat import fdr_de_prediction
 
 _EPS = 1e-8
 
@@ -264,27 +266,76 @@ class DifferentialExpressionMixin:
             raise ValueError(f"reference={reference!r} is not one of {DE_REFERENCES}.")
         if mode not in DE_MODES:
             raise ValueError(f"mode={mode!r} is not one of {DE_MODES}.")
-        if reference == "counterfactual" and (group2 is not None or kwargs):
-            extra = ["group2"] * (group2 is not None) + sorted(kwargs)
+        if reference == "counterfactual" and (group2 is not None or kwargs or batch_correction):
+            extra = (
+                ["group2"] * (group2 is not None)
+                + ["batch_correction"] * bool(batch_correction)
+                + sorted(kwargs)
+            )
             raise ValueError(
                 f"{', '.join(extra)} only apply to reference='control'; the counterfactual "
-                "reference compares each group with itself without its salient part."
+                "reference compares each group with itself without its salient part (in "
+                "each cell's own batch)."
             )
+        delta = _validation.check_number(delta, "delta", low=0, low_open=True, allow_none=True)
+        pseudocounts = _validation.check_number(
+            pseudocounts, "pseudocounts", low=0, allow_none=True
+        )
+        fdr_target = _validation.check_number(
+            fdr_target, "fdr_target", low=0, high=1, low_open=True, high_open=True
+        )
+        n_samples_overall = _validation.check_integer(
+            n_samples_overall, "n_samples_overall", minimum=1
+        )
+        batch_size = _validation.check_integer(
+            batch_size, "batch_size", minimum=1, allow_none=True
+        )
         adata = self._validate_anndata(adata)
         manager = self.get_anndata_manager(adata, required=True)
         condition_key = manager.registry["setup_args"]["condition_key"]
-        # A MuData's condition column may live in a modality's obs; other groupings in .obs.
-        obs = self._registered_obs(adata, "condition_key") if groupby is None else adata.obs
-        groupby = condition_key if groupby is None else groupby
-        if groupby not in obs:
-            raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
-        labels = obs[groupby].astype(str).to_numpy()
         control_cells = ~self._is_perturbed(manager)
+        if groupby is None or groupby == condition_key:
+            # The registered codes, which also define the controls (_validate_anndata has
+            # refused a condition column relabelled since registration).
+            groupby = condition_key
+            codes = np.asarray(manager.get_from_registry(REGISTRY_KEYS.CONDITION_KEY)).ravel()
+            labels = np.asarray(self.conditions, dtype=object)[codes].astype(str)
+        else:
+            if groupby not in adata.obs:
+                raise KeyError(
+                    f"groupby={groupby!r} is not a column of adata.obs "
+                    f"(columns: {list(adata.obs.columns)[:20]})."
+                )
+            column = adata.obs[groupby]
+            n_missing = int(column.isna().sum())
+            if n_missing:
+                raise ValueError(
+                    f"adata.obs[{groupby!r}] (groupby) has {n_missing} missing values, which "
+                    "would form a group of their own; fill them or drop those cells first."
+                )
+            labels = column.astype(str).to_numpy()
         if group1 is None:
             group1 = [g for g in pd.unique(labels) if g not in self.control_categories]
-        group1 = [group1] if isinstance(group1, str) else list(group1)
+        elif isinstance(group1, str) or np.ndim(group1) == 0:
+            group1 = [group1]  # one group, possibly a number of a numeric column
+        group1 = [str(group) for group in group1]
         if not group1:
             raise ValueError(f"group1 names no group of adata.obs[{groupby!r}] to test.")
+        uses_controls = (
+            group2 is None if reference == "control" else all_stats or pseudocounts is None
+        )
+        if uses_controls and control_cells.sum() < MIN_CONTROL_CELLS:
+            fix = (
+                "pass group2 (another group of adata.obs[groupby]) as the reference"
+                if reference == "control"
+                else "pass all_stats=False and a pseudocounts value, which are what the "
+                "counterfactual reference reads the controls for"
+            )
+            raise ValueError(
+                f"adata has {int(control_cells.sum())} control cells; differential "
+                f"expression against the controls needs at least {MIN_CONTROL_CELLS}. Include "
+                f"control cells in adata, or {fix}."
+            )
         for group in [*group1, *([group2] if group2 is not None else [])]:
             if not (labels == str(group)).any():
                 raise ValueError(
@@ -347,7 +398,7 @@ class DifferentialExpressionMixin:
                 "proba_de" if mode == "change" else "bayes_factor", ascending=False
             )
             if mode == "change":
-                table[f"is_de_fdr_{fdr_target}"] = _fdr_de_prediction(
+                table[f"is_de_fdr_{fdr_target}"] = fdr_de_prediction(
                     table["proba_de"], fdr=fdr_target
                 )
             table["comparison"] = f"{group} vs {name}"

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import torch
 from anndata import AnnData
-from scvi.model._utils import _get_batch_code_from_category
 
+from . import _validation
 from ._constants import EXPRESSION_KINDS
+from ._scvi_compat import batch_codes
 
 
 class ExpressionMixin:
@@ -44,7 +45,8 @@ class ExpressionMixin:
         adata
             AnnData with the training genes; ``None`` uses the training data.
         indices
-            Cells to use; ``None`` uses all.
+            Cells to use, as positions or a boolean mask with one entry per cell; ``None``
+            uses all.
         kind
             ``"full"`` or ``"background"``.
         transform_batch
@@ -75,9 +77,13 @@ class ExpressionMixin:
         """
         if kind not in EXPRESSION_KINDS:
             raise ValueError(f"kind={kind!r} is not one of {EXPRESSION_KINDS}.")
-        if n_samples is not None and (not isinstance(n_samples, int) or n_samples < 1):
-            raise ValueError(f"n_samples must be None or a positive integer, got {n_samples!r}.")
+        n_samples = _validation.check_integer(n_samples, "n_samples", minimum=1, allow_none=True)
+        library_size = _validation.check_number(library_size, "library_size", low=0, low_open=True)
+        batch_size = _validation.check_integer(
+            batch_size, "batch_size", minimum=1, allow_none=True
+        )
         adata = self._validate_anndata(adata)
+        indices = _validation.check_indices(indices, adata.n_obs)
         samples, obs_names, genes = self._decode_expression(
             adata,
             indices,
@@ -123,7 +129,7 @@ class ExpressionMixin:
         gene_mask = torch.as_tensor(var_names.get_indexer(genes))
         batch_code = None
         if transform_batch is not None:
-            (batch_code,) = _get_batch_code_from_category(
+            (batch_code,) = batch_codes(
                 self.get_anndata_manager(adata, required=True), transform_batch
             )
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
@@ -179,7 +185,8 @@ class ExpressionMixin:
         adata
             AnnData with the training genes; ``None`` uses the training data.
         indices
-            Cells to use; ``None`` uses all.
+            Cells to use, as positions or a boolean mask with one entry per cell; ``None``
+            uses all.
         groupby
             Column of ``adata.obs`` (e.g. the condition); if given, the effect is averaged
             over the cells of each group.
@@ -196,9 +203,22 @@ class ExpressionMixin:
         differences; zero for control cells, whose salient part is never decoded.
 
         """
+        library_size = _validation.check_number(library_size, "library_size", low=0, low_open=True)
+        batch_size = _validation.check_integer(
+            batch_size, "batch_size", minimum=1, allow_none=True
+        )
         adata = self._validate_anndata(adata)
-        if groupby is not None and groupby not in adata.obs:
-            raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
+        indices = _validation.check_indices(indices, adata.n_obs)
+        if groupby is not None:
+            if groupby not in adata.obs:
+                raise KeyError(f"groupby={groupby!r} is not a column of adata.obs.")
+            n_missing = int(adata.obs[groupby].isna().sum())
+            if n_missing:
+                raise ValueError(
+                    f"adata.obs[{groupby!r}] (groupby) has {n_missing} missing values, whose "
+                    "cells would be dropped from the averages; fill them or drop those cells "
+                    "first."
+                )
         samples, obs_names, genes = self._decode_expression(
             adata,
             indices,

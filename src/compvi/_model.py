@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pickle
 from collections.abc import Sequence
 from typing import Literal
 
@@ -12,6 +14,7 @@ from anndata import AnnData
 from mudata import MuData
 from scvi import settings
 from scvi.data import AnnDataManager
+from scvi.data._constants import _SCVI_UUID_KEY
 from scvi.data.fields import (
     CategoricalJointObsField,
     CategoricalObsField,
@@ -288,16 +291,28 @@ class ComparativeVI(
 
         """
         control_category = _validation.normalize_control_category(control_category)
-        _validation.check_unique_obs_names(adata)
-        _validation.check_counts(adata, layer)
-        _validation.check_condition(adata, condition_key, control_category)
-        _validation.check_covariates(
-            adata,
-            batch_key,
-            size_factor_key,
-            categorical_covariate_keys,
-            continuous_covariate_keys,
-        )
+        if kwargs.get("source_registry") is not None:
+            # ComparativeVI.load registers an AnnData for a saved model: the checks of a query.
+            _validation.check_query(adata, kwargs["source_registry"])
+        else:
+            _validation.check_distinct_keys(
+                condition_key,
+                batch_key,
+                size_factor_key,
+                categorical_covariate_keys,
+                continuous_covariate_keys,
+            )
+            _validation.check_unique_obs_names(adata)
+            _validation.check_unique_var_names(adata)
+            _validation.check_counts(adata, layer)
+            _validation.check_condition(adata, condition_key, control_category)
+            _validation.check_covariates(
+                adata,
+                batch_key,
+                size_factor_key,
+                categorical_covariate_keys,
+                continuous_covariate_keys,
+            )
         setup_method_args = cls._get_setup_method_args(**locals())
         anndata_fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
@@ -388,23 +403,35 @@ class ComparativeVI(
         def checked_at(argument: str):
             return _validation.registered_obs(mdata, args, argument)
 
-        with _validation.located("mdata"):
-            _validation.check_unique_obs_names(mdata)
-        with _validation.located(_validation.location(mdata, args, "rna_layer")):
-            _validation.check_counts(mdata.mod[mods.rna_layer], rna_layer)
-        with _validation.located(_validation.location(mdata, args, "condition_key")):
-            _validation.check_condition(
-                checked_at("condition_key"), condition_key, control_category
+        if kwargs.get("source_registry") is not None:
+            # ComparativeVI.load registers a MuData for a saved model: the checks of a query.
+            _validation.check_query(mdata, kwargs["source_registry"])
+        else:
+            _validation.check_distinct_keys(
+                condition_key,
+                batch_key,
+                size_factor_key,
+                categorical_covariate_keys,
+                continuous_covariate_keys,
             )
-        # Covariates may each live in another modality: check each where it is read.
-        for argument, check_args in {
-            "batch_key": (batch_key, None, None, None),
-            "size_factor_key": (None, size_factor_key, None, None),
-            "categorical_covariate_keys": (None, None, categorical_covariate_keys, None),
-            "continuous_covariate_keys": (None, None, None, continuous_covariate_keys),
-        }.items():
-            with _validation.located(_validation.location(mdata, args, argument)):
-                _validation.check_covariates(checked_at(argument), *check_args)
+            with _validation.located("mdata"):
+                _validation.check_unique_obs_names(mdata)
+            with _validation.located(_validation.location(mdata, args, "rna_layer")):
+                _validation.check_unique_var_names(mdata.mod[mods.rna_layer])
+                _validation.check_counts(mdata.mod[mods.rna_layer], rna_layer)
+            with _validation.located(_validation.location(mdata, args, "condition_key")):
+                _validation.check_condition(
+                    checked_at("condition_key"), condition_key, control_category
+                )
+            # Covariates may each live in another modality: check each where it is read.
+            for argument, check_args in {
+                "batch_key": (batch_key, None, None, None),
+                "size_factor_key": (None, size_factor_key, None, None),
+                "categorical_covariate_keys": (None, None, categorical_covariate_keys, None),
+                "continuous_covariate_keys": (None, None, None, continuous_covariate_keys),
+            }.items():
+                with _validation.located(_validation.location(mdata, args, argument)):
+                    _validation.check_covariates(checked_at(argument), *check_args)
 
         mudata_fields = [
             MuDataLayerField(
@@ -465,18 +492,42 @@ class ComparativeVI(
             model.
 
         """
-        attr_dict, var_names, _, _ = _load_saved_files(
-            dir_path, load_adata=False, prefix=kwargs.get("prefix"), map_location="cpu"
-        )
-        _validation.check_saved_model_class(dir_path, attr_dict["registry_"], cls.__name__)
+        model_path = os.path.join(str(dir_path), f"{kwargs.get('prefix') or ''}model.pt")
+        try:
+            attr_dict, var_names, _, _ = _load_saved_files(
+                dir_path, load_adata=False, prefix=kwargs.get("prefix"), map_location="cpu"
+            )
+            registry = attr_dict["registry_"]
+        except (
+            OSError,
+            EOFError,
+            RuntimeError,
+            pickle.UnpicklingError,
+            AttributeError,
+            KeyError,
+            TypeError,
+        ) as error:
+            raise ValueError(
+                f"{model_path} could not be read ({type(error).__name__}: {error}): the file "
+                "is truncated or corrupt, or was not written by ComparativeVI.save. Save the "
+                "model again."
+            ) from error
+        _validation.check_saved_model_class(dir_path, registry, cls.__name__)
         if adata is not None:
             adata = _validation.check_same_genes(adata, var_names, reorder=True)
+        # scvi-tools then calls setup_anndata (setup_mudata) with the saved registry, which
+        # runs the checks of a query before anything is registered in adata.
         return super().load(dir_path, adata=adata, **kwargs)
 
     def _validate_anndata(
         self, adata: AnnData | None = None, copy_if_view: bool = True
     ) -> AnnData:
-        """Check a new AnnData's conditions before scvi-tools transfers the registration."""
+        """Check an AnnData given to a query, before scvi-tools transfers the registration.
+
+        A new AnnData gets the checks of setup (:func:`_validation.check_query`) the first
+        time; every AnnData (the training one included) must still hold the condition labels
+        it was registered with.
+        """
         if adata is not None and adata is not self.adata:
             setup_args = self.adata_manager.registry["setup_args"]
             _validation.check_data_kind(adata, setup_args)
@@ -491,14 +542,44 @@ class ComparativeVI(
                         _validation.registered_counts(adata, setup_args)[0],
                         self._gene_names(self.adata),
                     )
-            # With a MuData the condition column may live in a modality's obs.
-            with _validation.located(_validation.location(adata, setup_args, "condition_key")):
-                _validation.check_known_conditions(
-                    _validation.registered_obs(adata, setup_args, "condition_key"),
-                    setup_args["condition_key"],
-                    self.conditions,
+            if not self._is_registered_here(adata):
+                # First use of this AnnData (or a copy of a registered one, which scvi-tools
+                # registers again): the checks of setup (counts, cell names, covariates,
+                # known categories) before scvi-tools registers anything in it.
+                _validation.check_query(
+                    adata, self.adata_manager.registry, self.module.gene_likelihood
                 )
-        return super()._validate_anndata(adata, copy_if_view)
+            else:
+                with _validation.located("mdata" if isinstance(adata, MuData) else "adata"):
+                    _validation.check_unique_obs_names(adata)
+                # With a MuData the condition column may live in a modality's obs.
+                location = _validation.location(adata, setup_args, "condition_key")
+                with _validation.located(location):
+                    _validation.check_known_conditions(
+                        _validation.registered_obs(adata, setup_args, "condition_key"),
+                        setup_args["condition_key"],
+                        self.conditions,
+                    )
+        adata = super()._validate_anndata(adata, copy_if_view)
+        # The model reads the registered codes; refuse a condition column relabelled since.
+        manager = self.get_anndata_manager(adata, required=True)
+        _validation.check_registered_labels(
+            adata,
+            manager.registry["setup_args"],
+            self.conditions,
+            manager.get_from_registry(REGISTRY_KEYS.CONDITION_KEY),
+        )
+        return adata
+
+    def _is_registered_here(self, adata: AnnData | MuData) -> bool:
+        """Tell whether this model registered ``adata`` itself (not a copy of it).
+
+        Unlike :meth:`get_anndata_manager`, which registers a copy as it finds it, this
+        never writes to ``adata``.
+        """
+        store = type(self)._per_instance_manager_store.get(self.id, {})
+        manager = store.get(adata.uns.get(_SCVI_UUID_KEY))
+        return manager is not None and manager.adata is adata
 
     def _make_data_loader(
         self,
@@ -672,6 +753,13 @@ class ComparativeVI(
             under DDP (scvi-tools).
 
         """
+        max_epochs, batch_size = _validation.check_train_arguments(
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            train_size=train_size,
+            validation_size=validation_size,
+            early_stopping=early_stopping,
+        )
         if not isinstance(batch_size, int | np.integer) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
         if max_epochs is None:
@@ -729,7 +817,8 @@ class ComparativeVI(
         adata
             AnnData with the genes the model was trained on; ``None`` uses the training data.
         indices
-            Cells to use; ``None`` uses all.
+            Cells to use, as positions in ``[0, n_cells)`` (in any order, repeats allowed) or
+            a boolean mask with one entry per cell; ``None`` uses all.
         representation_kind
             ``"salient"`` (what the perturbation did) or ``"background"`` (what perturbed
             cells share with controls).
@@ -744,14 +833,25 @@ class ComparativeVI(
         Control cells get their encoded salient coordinates (near 0 when leakage is low),
         not a hard zero.
 
+        Raises
+        ------
+        ValueError
+            A boolean mask of another length than the cells, negative or out-of-range
+            positions, or a non-integer ``batch_size``; an AnnData that the checks of
+            :meth:`setup_anndata` refuse.
+
         """
         if representation_kind not in REPRESENTATION_KINDS:
             raise ValueError(
                 f"representation_kind={representation_kind!r} is not one of "
                 f"{REPRESENTATION_KINDS}."
             )
+        batch_size = _validation.check_integer(
+            batch_size, "batch_size", minimum=1, allow_none=True
+        )
         self._check_if_trained(warn=True)
         adata = self._validate_anndata(adata)
+        indices = _validation.check_indices(indices, adata.n_obs)
         loader = self._make_data_loader(adata=adata, indices=indices, batch_size=batch_size)
         posterior_key = "qs" if representation_kind == "salient" else "qz"
         n_latent = (

@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
+from . import _validation
 from ._priors import ConditionalPrior, MixturePrior, SparsePrior
 
 
@@ -120,9 +121,11 @@ class PriorOutputsMixin:
 
         """
         mixture = self._prior_of(MixturePrior, "mixture", "get_component_responsibilities")
-        # get_latent_representation validates (and transfers) a new AnnData once.
+        # get_latent_representation validates (and transfers) a new AnnData once, and checks
+        # the indices.
         salient = self.get_latent_representation(adata, indices=indices, batch_size=batch_size)
         adata = self.adata if adata is None else adata
+        indices = _validation.check_indices(indices, adata.n_obs)
         parameter = mixture.means
         probabilities = mixture.responsibilities(
             torch.as_tensor(salient, dtype=parameter.dtype, device=parameter.device)

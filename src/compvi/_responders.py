@@ -8,6 +8,13 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+# The fewest cells of a perturbation that cross-fitting can score: each of two halves is
+# scored on the axis fitted on the other, so both halves need a cell.
+MIN_CELLS_TO_SCORE = 2
+# The fewest control cells: their spread is the unit of every score, and their mean is
+# cross-fitted on two halves too.
+MIN_CONTROL_CELLS = 2
+
 
 class ResponderFit(NamedTuple):
     """A fitted responder mixture, on scores standardized by the control cells.
@@ -147,8 +154,17 @@ def score_perturbations(
     -------
     Per cell (rows in input order): ``perturbation_score`` and ``responder_probability``,
     NaN for controls. Per perturbation, in order of first appearance: ``n_cells``,
-    ``n_responders``, ``responder_fraction``, ``effect_size``, ``salient_shift``,
-    ``bic_gain``.
+    ``scored``, ``n_responders``, ``responder_fraction``, ``effect_size``,
+    ``salient_shift``, ``bic_gain``. A perturbation with fewer than
+    :data:`MIN_CELLS_TO_SCORE` cells cannot be cross-fitted (one half would be empty, and
+    an axis fitted on the cell it scores points at that cell's own noise): its cells get NaN
+    scores and probabilities, and its row ``scored=False``, no responders, and NaN
+    ``responder_fraction``, ``effect_size`` and ``bic_gain``.
+
+    Raises
+    ------
+    ValueError
+        Fewer than :data:`MIN_CONTROL_CELLS` control cells, or non-finite coordinates.
 
     """
     salient = np.asarray(salient, dtype=float)
@@ -156,6 +172,11 @@ def score_perturbations(
     control = np.asarray(control, dtype=bool)
     if not np.isfinite(salient).all():
         raise ValueError("salient has NaN or infinite values.")
+    if control.sum() < MIN_CONTROL_CELLS:
+        raise ValueError(
+            f"Perturbation scores need at least {MIN_CONTROL_CELLS} control cells (their "
+            f"spread is the unit of every score), got {int(control.sum())}."
+        )
     rng = np.random.default_rng(seed)
     cells = pd.DataFrame(
         {"perturbation_score": np.nan, "responder_probability": np.nan},
@@ -164,12 +185,25 @@ def score_perturbations(
     rows = {}
     for label in pd.unique(labels[~control]):
         members = np.flatnonzero((labels == label) & ~control)
+        if members.size < MIN_CELLS_TO_SCORE:
+            shift = salient[members].mean(0) - salient[control].mean(0)
+            rows[label] = {
+                "n_cells": int(members.size),
+                "scored": False,
+                "n_responders": 0,
+                "responder_fraction": np.nan,
+                "effect_size": np.nan,
+                "salient_shift": float(np.linalg.norm(shift)),
+                "bic_gain": np.nan,
+            }
+            continue
         score, control_scores, shift = _cross_fitted_scores(salient, members, control, rng)
         probability, fit = responder_probability(score, control_scores, min_effect=min_effect)
         cells.loc[members, "perturbation_score"] = score
         cells.loc[members, "responder_probability"] = probability
         rows[label] = {
             "n_cells": int(members.size),
+            "scored": True,
             "n_responders": int((probability >= threshold).sum()),
             "responder_fraction": float((probability >= threshold).mean()),
             "effect_size": float(score.mean()),
@@ -193,10 +227,10 @@ def _cross_fitted_scores(
     member_scores = np.empty(members.size)
     control_scores = np.empty(controls.size)
     for half in (0, 1):
+        # Both halves hold cells: score_perturbations cross-fits perturbations of at least
+        # MIN_CELLS_TO_SCORE cells against at least MIN_CONTROL_CELLS controls.
         fit_members = members[member_half != half]
         fit_controls = controls[control_half != half]
-        if fit_members.size == 0:
-            fit_members = members
         reference = salient[fit_controls].mean(0)
         axis = salient[fit_members].mean(0) - reference
         axis /= max(np.linalg.norm(axis), 1e-12)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -13,6 +15,7 @@ from anndata import AnnData
 from mudata import MuData
 from scipy import sparse
 
+from ._responders import MIN_CONTROL_CELLS
 from ._row_blocks import row_blocks, row_totals, stored_values
 
 # Log-normalized expression rarely exceeds this; raw UMI matrices almost always do.
@@ -104,7 +107,9 @@ def check_unique_obs_names(adata: AnnData) -> None:
     )
 
 
-def check_looks_like_counts(adata: AnnData, layer: str | None, gene_likelihood: str) -> None:
+def check_looks_like_counts(
+    adata: AnnData, layer: str | None, gene_likelihood: str | None = None
+) -> None:
     """Refuse matrices that are clearly log-normalized, since count likelihoods cannot fit them.
 
     Counts off integers by rounding noise only (``counts + 1e-7`` after a float32 round trip
@@ -123,9 +128,10 @@ def check_looks_like_counts(adata: AnnData, layer: str | None, gene_likelihood: 
     if all_integer:
         return
     if largest <= _LOG_NORMALIZED_MAX:
+        likelihood = "count" if gene_likelihood is None else f"{gene_likelihood!r} count"
         raise ValueError(
             f"{matrix_name(layer)} holds non-integer values no larger than "
-            f"{largest:.3g}: it looks log-normalized, which the {gene_likelihood!r} count "
+            f"{largest:.3g}: it looks log-normalized, which the {likelihood} "
             "likelihood cannot model. Register the raw counts with "
             "ComparativeVI.setup_anndata(adata, layer='counts', ...)."
         )
@@ -142,17 +148,69 @@ def _check_obs_key(adata: AnnData, key: str, argument: str) -> pd.Series:
     if n_missing:
         raise ValueError(
             f"adata.obs[{key!r}] ({argument}) has {n_missing} missing values; drop those cells "
-            "or fill the values before setup."
+            "or fill the values first (before setup, or before passing adata to the model)."
         )
     return column
 
 
-def normalize_control_category(control_category: str | Sequence[str]) -> list[str]:
-    """Control labels as a list of strings, from one label or a list of labels."""
-    labels = [control_category] if isinstance(control_category, str) else list(control_category)
+def _is_label(value) -> bool:
+    """Tell a condition label: a string or an integer (not a bool, rarely meant)."""
+    return isinstance(value, str | int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def normalize_control_category(control_category: str | int | Sequence[str | int]) -> list[str]:
+    """Control labels as a list of strings, from one label or a list of labels.
+
+    Integer labels (``control_category=0`` for a condition column of integers) are compared
+    with the column's values as strings, like every label.
+    """
+    if _is_label(control_category):
+        labels = [control_category]
+    elif isinstance(control_category, Sequence | np.ndarray | pd.Index) and all(
+        _is_label(label) for label in control_category
+    ):
+        labels = list(control_category)
+    else:
+        raise ValueError(
+            "control_category must be a label (a string, or an integer for a column of "
+            f"integers) or a list of labels, got {control_category!r}."
+        )
     if not labels:
         raise ValueError("control_category must be a label or a non-empty list of labels.")
     return [str(label) for label in labels]
+
+
+def _folded(label: str) -> str:
+    return " ".join(label.split()).casefold()
+
+
+def warn_near_duplicate_controls(
+    labels: Sequence[str], control_category: Sequence[str], condition_key: str
+) -> None:
+    """Warn about labels that differ from a control label only by case or spaces.
+
+    ``"control "`` or ``"Control"`` beside ``"control"`` are almost always typos, yet they
+    would silently become perturbations.
+    """
+    controls = {_folded(c): c for c in control_category}
+    near = sorted(
+        {
+            (label, controls[_folded(label)])
+            for label in labels
+            if label not in control_category and _folded(label) in controls
+        }
+    )
+    if near:
+        listed = ", ".join(f"{label!r} (like {control!r})" for label, control in near)
+        warnings.warn(
+            f"adata.obs[{condition_key!r}] has labels that differ from a control label only by "
+            f"case or spaces: {listed}. They count as perturbations. If they are controls, "
+            "fix the labels or add them to control_category.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 
 
 def check_condition(adata: AnnData, condition_key: str, control_category: list[str]) -> None:
@@ -172,6 +230,15 @@ def check_condition(adata: AnnData, condition_key: str, control_category: list[s
             f"Every cell of adata.obs[{condition_key!r}] is a control ({control_category}); "
             "ComparativeVI needs perturbed cells too."
         )
+    if is_control.sum() < MIN_CONTROL_CELLS:
+        raise ValueError(
+            f"adata.obs[{condition_key!r}] has {int(is_control.sum())} control cell "
+            f"({control_category}); ComparativeVI needs at least {MIN_CONTROL_CELLS} control "
+            "cells (perturbation scores and differential expression compare perturbed cells "
+            "with the controls' spread). Add control cells, or pass the label(s) of the "
+            "control cells as control_category."
+        )
+    warn_near_duplicate_controls(present, control_category, condition_key)
     if isinstance(column.dtype, pd.CategoricalDtype):
         empty = [c for c in column.cat.categories if c not in set(column.unique())]
         if empty:
@@ -293,6 +360,308 @@ def check_saved_model_class(dir_path: str, saved_registry: Mapping, model_class:
         f"{dir_path} holds a {saved} model, not a {model_class}; load it with "
         f"{loader}.load({str(dir_path)!r}, adata=...)."
     )
+
+
+def check_unique_var_names(adata: AnnData) -> None:
+    """Refuse duplicated gene names: results indexed by gene would be ambiguous."""
+    if adata.var_names.is_unique:
+        return
+    duplicated = adata.var_names[adata.var_names.duplicated()].unique()
+    raise ValueError(
+        f"adata.var_names has {len(duplicated)} duplicated gene names (e.g. "
+        f"{list(duplicated[:5])}); results indexed by gene (normalized expression, "
+        "differential expression, top genes of the perturbation scores) would be ambiguous. "
+        "Make them unique first with adata.var_names_make_unique()."
+    )
+
+
+def check_distinct_keys(
+    condition_key: str,
+    batch_key: str | None,
+    size_factor_key: str | None,
+    categorical_covariate_keys: Sequence[str] | None,
+    continuous_covariate_keys: Sequence[str] | None,
+) -> None:
+    """Refuse the condition column as a batch or covariate.
+
+    Every network reads the batch and the covariates, so the condition would reach the
+    background encoder and the decoder directly, and the salient space would have nothing
+    left to explain.
+    """
+    for argument, keys in {
+        "batch_key": [batch_key],
+        "size_factor_key": [size_factor_key],
+        "categorical_covariate_keys": list(categorical_covariate_keys or []),
+        "continuous_covariate_keys": list(continuous_covariate_keys or []),
+    }.items():
+        if condition_key in keys:
+            raise ValueError(
+                f"condition_key={condition_key!r} is also in {argument}: every network reads "
+                "the batch and the covariates, so the condition would reach them directly "
+                "and the salient space would have nothing left to explain. Register batches "
+                "and covariates with columns other than the condition."
+            )
+
+
+# ------------------------------------------------------------ method arguments
+def _is_integer(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def check_integer(value, name: str, *, minimum: int = 0, allow_none: bool = False) -> int | None:
+    """Return ``value`` as an ``int`` (numpy integers accepted), or raise naming ``name``."""
+    if value is None and allow_none:
+        return None
+    if not _is_integer(value) or value < minimum:
+        none = "None or " if allow_none else ""
+        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(
+            minimum, f"an integer >= {minimum}"
+        )
+        raise ValueError(f"{name} must be {none}{kind}, got {value!r}.")
+    return int(value)
+
+
+def check_number(
+    value,
+    name: str,
+    *,
+    low: float = -math.inf,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+    allow_none: bool = False,
+) -> float | None:
+    """Return ``value`` as a finite ``float`` in the given range, or raise naming ``name``.
+
+    The range is ``[low, high]``, with an open end where ``low_open`` or ``high_open``.
+    """
+    if value is None and allow_none:
+        return None
+    valid = (
+        isinstance(value, int | float | np.integer | np.floating)
+        and not isinstance(value, bool | np.bool_)
+        and math.isfinite(value)
+        and (value > low if low_open else value >= low)
+        and (value < high if high_open else value <= high)
+    )
+    if not valid:
+        if math.isinf(low) and math.isinf(high):
+            span = "a finite number"
+        elif math.isinf(high):
+            span = f"a finite number {'>' if low_open else '>='} {low:g}"
+        elif math.isinf(low):
+            span = f"a finite number {'<' if high_open else '<='} {high:g}"
+        else:
+            span = (
+                f"a number in {'(' if low_open else '['}{low:g}, {high:g}"
+                f"{')' if high_open else ']'}"
+            )
+        none = "None or " if allow_none else ""
+        raise ValueError(f"{name} must be {none}{span}, got {value!r}.")
+    return float(value)
+
+
+def check_indices(indices, n_obs: int, name: str = "indices") -> np.ndarray | None:
+    """Cell positions from ``indices`` (integer positions or a boolean mask), checked.
+
+    Returns ``None`` for ``None`` (every cell), else a 1-D integer array. A boolean mask must
+    have one entry per cell; positions must lie in ``[0, n_obs)``: negative positions are
+    refused rather than counted from the end, since scvi-tools' loaders do not read them.
+    """
+    if indices is None:
+        return None
+    array = np.asarray(indices)
+    if array.ndim != 1:
+        raise ValueError(
+            f"{name} must be a 1-D list of cell positions or a boolean mask, got an array of "
+            f"shape {array.shape}."
+        )
+    if array.dtype == bool:
+        if array.size != n_obs:
+            raise ValueError(
+                f"{name} is a boolean mask of length {array.size}, but adata has {n_obs} "
+                "cells; pass one entry per cell."
+            )
+        array = np.flatnonzero(array)
+    elif array.size == 0:
+        array = array.astype(np.int64)
+    elif not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(
+            f"{name} must hold integer cell positions or be a boolean mask, got values of "
+            f"type {array.dtype}. To select cells by name, pass "
+            "adata.obs_names.get_indexer(names)."
+        )
+    if array.size == 0:
+        raise ValueError(f"{name} selects no cells; pass at least one cell position.")
+    if array.min() < 0:
+        raise ValueError(
+            f"{name} has negative positions (e.g. {int(array.min())}); pass positions from 0 "
+            f"to {n_obs - 1} (adata has {n_obs} cells)."
+        )
+    if array.max() >= n_obs:
+        raise ValueError(
+            f"{name} has positions up to {int(array.max())}, beyond the last cell "
+            f"({n_obs - 1}; adata has {n_obs} cells)."
+        )
+    return array.astype(np.int64)
+
+
+def check_train_arguments(
+    *,
+    max_epochs,
+    batch_size,
+    train_size,
+    validation_size,
+    early_stopping: bool,
+) -> tuple[int | None, int]:
+    """Refuse ``train`` arguments Lightning or the data splitter would misread.
+
+    ``max_epochs=-1`` means "no limit" to Lightning (training would never end), and
+    ``max_epochs=0`` leaves an untrained model marked as trained.
+
+    Returns
+    -------
+    ``max_epochs`` and ``batch_size`` as Python ``int`` (Lightning asserts ``int`` and
+    refuses numpy integers).
+    """
+    max_epochs = check_integer(max_epochs, "max_epochs", minimum=1, allow_none=True)
+    batch_size = check_integer(batch_size, "batch_size", minimum=1)
+    check_number(train_size, "train_size", low=0, high=1, low_open=True)
+    check_number(validation_size, "validation_size", low=0, high=1, allow_none=True)
+    if validation_size is not None and train_size + validation_size > 1 + 1e-9:
+        raise ValueError(
+            f"train_size + validation_size must be at most 1, got {train_size} + "
+            f"{validation_size}."
+        )
+    validation = 1 - train_size if validation_size is None else validation_size
+    if early_stopping and validation <= 0:
+        raise ValueError(
+            f"early_stopping=True needs validation cells, but train_size={train_size} and "
+            f"validation_size={validation_size} leave none. Pass train_size < 1 "
+            "(e.g. train_size=0.9) or early_stopping=False."
+        )
+    return max_epochs, batch_size
+
+
+# --------------------------------------------------------------------- queries
+def registered_categories(registry: Mapping) -> dict[str, dict[str, list[str]]]:
+    """Categories of the batch and categorical covariates a model was registered with.
+
+    Returns ``{argument: {obs key: categories}}`` for ``batch_key`` and
+    ``categorical_covariate_keys``, from a registry (``model.adata_manager.registry`` or the
+    one saved with a model).
+    """
+    fields = registry["field_registries"]
+    setup_args = registry["setup_args"]
+    known: dict[str, dict[str, list[str]]] = {}
+    batch = fields.get("batch", {}).get("state_registry", {})
+    if setup_args.get("batch_key") is not None and "categorical_mapping" in batch:
+        known["batch_key"] = {
+            setup_args["batch_key"]: [str(c) for c in batch["categorical_mapping"]]
+        }
+    covariates = fields.get("extra_categorical_covs", {}).get("state_registry", {})
+    if covariates.get("mappings"):
+        known["categorical_covariate_keys"] = {
+            key: [str(c) for c in categories] for key, categories in covariates["mappings"].items()
+        }
+    return known
+
+
+def check_known_categories(
+    adata: AnnData, argument: str, categories: Mapping[str, Sequence[str]]
+) -> None:
+    """Refuse batch or covariate categories the model was not trained with."""
+    for key, known in categories.items():
+        column = _check_obs_key(adata, key, argument)
+        unseen = sorted(set(column.astype(str).unique()) - set(known))
+        if unseen:
+            raise ValueError(
+                f"adata.obs[{key!r}] ({argument}) has categories the model was not trained "
+                f"with: {unseen[:10]}. The model has no weights for them; keep only cells of "
+                f"the trained categories ({list(known)[:10]})."
+            )
+
+
+def check_query(
+    adata: AnnData | MuData, registry: Mapping, gene_likelihood: str | None = None
+) -> None:
+    """Run the checks of setup on an AnnData (or MuData) given to a trained model.
+
+    Run by every query with a new AnnData (``get_*``, scores, DE, ``add_results``) and by
+    :meth:`ComparativeVI.load`, before scvi-tools transfers the registration, so a refused
+    AnnData is left as it was. Unlike setup, the AnnData may hold controls only or
+    perturbed cells only, but every condition, batch and covariate category must be one the
+    model was trained with.
+    """
+    setup_args = registry["setup_args"]
+    is_mudata = isinstance(adata, MuData)
+    with located("mdata" if is_mudata else "adata"):
+        check_unique_obs_names(adata)
+    counts, layer = registered_counts(adata, setup_args)
+    with located(location(adata, setup_args, "rna_layer")):
+        check_counts(counts, layer)
+        check_looks_like_counts(counts, layer, gene_likelihood)
+    with located(location(adata, setup_args, "condition_key")):
+        conditions = registry["field_registries"]["condition"]["state_registry"]
+        check_known_conditions(
+            registered_obs(adata, setup_args, "condition_key"),
+            setup_args["condition_key"],
+            [str(c) for c in conditions["categorical_mapping"]],
+        )
+    covariate_args = {
+        "batch_key": (setup_args.get("batch_key"), None, None, None),
+        "size_factor_key": (None, setup_args.get("size_factor_key"), None, None),
+        "categorical_covariate_keys": (
+            None,
+            None,
+            setup_args.get("categorical_covariate_keys"),
+            None,
+        ),
+        "continuous_covariate_keys": (
+            None,
+            None,
+            None,
+            setup_args.get("continuous_covariate_keys"),
+        ),
+    }
+    known = registered_categories(registry)
+    for argument, check_args in covariate_args.items():
+        holder = registered_obs(adata, setup_args, argument)
+        with located(location(adata, setup_args, argument)):
+            check_covariates(holder, *check_args)
+            if argument in known:
+                check_known_categories(holder, argument, known[argument])
+
+
+def check_registered_labels(
+    adata: AnnData | MuData, setup_args: Mapping, conditions: Sequence[str], codes
+) -> None:
+    """Refuse a condition column relabelled after registration.
+
+    The model reads the registered codes (``_scvi_condition``), so after a relabelling the
+    scores, DE groups and controls would follow the old labels while ``obs`` shows new ones.
+    """
+    key = setup_args["condition_key"]
+    with located(location(adata, setup_args, "condition_key")):
+        obs = registered_obs(adata, setup_args, "condition_key").obs
+        if key not in obs:
+            raise KeyError(
+                f"condition_key={key!r} is no longer a column of adata.obs, which the model "
+                "was registered with; restore it."
+            )
+        live = obs[key].astype(str).to_numpy()
+        registered = np.asarray(conditions, dtype=object)[np.asarray(codes).ravel()]
+        changed = np.flatnonzero(live != registered.astype(str))
+        if changed.size:
+            first = changed[0]
+            raise ValueError(
+                f"adata.obs[{key!r}] changed after the AnnData was registered: {changed.size} "
+                f"cells have another label now (e.g. cell {obs.index[first]!r}: registered "
+                f"{registered[first]!r}, now {live[first]!r}). The model reads the registered "
+                "labels, so results would not match the column. Restore the labels, or pass "
+                "a fresh copy of the AnnData that was never given to the model (to use new "
+                "labels for training, set up and train a new model)."
+            )
 
 
 # --------------------------------------------------------------------------- MuData
