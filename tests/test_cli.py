@@ -95,6 +95,7 @@ def test_the_default_epochs_and_kl_warm_up():
     for n_cells in (300, 20_000, 45_000, 200_000, 10_000_000):
         assert default_max_epochs(n_cells) == get_max_epochs_heuristic(n_cells)
     # The warm-up takes half the epochs, so the KL weight is 1 for the second half.
+    assert kl_warmup_epochs(1000, None) == 500
     assert kl_warmup_epochs(400, None) == 200
     assert kl_warmup_epochs(40, None) == 20
     assert kl_warmup_epochs(1, None) == 1

@@ -327,7 +327,7 @@ def add_training_options(parser: argparse.ArgumentParser, *, max_epochs_help: st
         metavar="N",
         default=None,
         help="epochs over which the KL weight rises linearly to 1 (default: half the epochs, "
-        "at most 400, so that the warm-up completes)",
+        "as train(), so that the second half trains the full ELBO)",
     )
     group.add_argument(
         "--batch-size",
@@ -393,10 +393,19 @@ def default_max_epochs(n_cells: int) -> int:
 
 
 def kl_warmup_epochs(max_epochs: int, requested: int | None) -> int:
-    """Epochs of the KL warm-up: ``requested``, or half of ``max_epochs`` (1 to 400)."""
+    """Epochs of the KL warm-up: ``requested``, or ``train()``'s default, half of the epochs.
+
+    The command line passes the number to ``train`` itself, so that what it prints is what
+    runs.
+    """
     if requested is not None:
         return requested
-    return max(1, min(400, math.ceil(max_epochs / 2)))
+    from . import _model
+
+    default = getattr(_model, "default_kl_warmup_epochs", None)
+    if default is not None:
+        return int(default(max_epochs))
+    return max(1, round(0.5 * max_epochs))
 
 
 def add_output_options(group: argparse._ActionsContainer) -> None:
