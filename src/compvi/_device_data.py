@@ -323,8 +323,9 @@ class DeviceData:
             # On CPU the rows' tensor shares its memory with a numpy array: no copy.
             return torch.from_numpy(self.host_counts[rows.numpy()].toarray())
         n_cells = rows.shape[0]
-        starts = self.row_pointers[rows]
-        lengths = self.row_pointers[rows + 1] - starts
+        # index_select and index_copy_ throughout: none of them waits for the device.
+        starts = self.row_pointers.index_select(0, rows)
+        lengths = self.row_pointers.index_select(0, rows + 1) - starts
         # Entry k of the output (cells in order, each cell's entries in order) is entry
         # k + shift of the held arrays, where shift is its cell's start minus the cell's
         # first output position.
@@ -334,10 +335,10 @@ class DeviceData:
         )
         offsets = torch.arange(0, n_cells * self.n_genes, self.n_genes, device=self.device)
         flat = torch.repeat_interleave(offsets, lengths, output_size=nonzeros)
-        flat += self.columns[entries]
+        flat += self.columns.index_select(0, entries)
         dense = torch.zeros(n_cells * self.n_genes, dtype=self.values.dtype, device=self.device)
         # Canonical CSR: each (cell, gene) is written once, so no accumulation is needed.
-        dense[flat] = self.values[entries]
+        dense.index_copy_(0, flat, self.values.index_select(0, entries))
         return dense.view(n_cells, self.n_genes)
 
 
