@@ -120,8 +120,13 @@ def test_torch_gather_of_a_csr_with_duplicates_sums_them_as_toarray(screen):
 
 @pytest.mark.parametrize(
     "indices",
-    [None, np.array([250, 3, 3, 120, 7, 299, 0, 41]), np.arange(300) % 2 == 0],
-    ids=["all", "unsorted-with-repeats", "mask"],
+    [
+        None,
+        np.array([250, 3, 3, 120, 7, 299, 0, 41]),
+        np.arange(300) % 2 == 0,
+        np.array([], dtype=int),
+    ],
+    ids=["all", "unsorted-with-repeats", "mask", "none"],
 )
 @pytest.mark.parametrize("layout", ["csr", "dense"])
 def test_in_order_device_loader_equals_the_host_loader(screen, indices, layout):

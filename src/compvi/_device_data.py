@@ -5,8 +5,10 @@ and copies them. When the registered data fit on the device, :class:`DeviceData`
 there once (sparse counts as CSR: row pointers, column indices and values; dense counts as a
 dense tensor) and every minibatch is gathered and densified on the device, by row index.
 The loaders here draw their rows from the same :class:`~compvi._data_loading.ShardedBatchSampler`
-as the host loaders, so a seeded run sees the same minibatches on either path. The code is
-plain torch: on CPU tensors it is what CI tests.
+as the host loaders, so a seeded run sees the same minibatches on either path. The gather is
+plain torch, the same on any device, and CI tests it on CPU tensors; on a CPU the default
+path densifies sparse rows with scipy instead, which is faster there (see
+:class:`DeviceData`'s ``sparse_gather``).
 
 The row counts of each minibatch's sparse rows are known on the host (a copy of the row
 pointers stays there), so gathering needs no device-to-host synchronisation; the row order
@@ -356,6 +358,9 @@ class _Pass:
     """The minibatches of one pass over a group: rows copied to the device once."""
 
     def __init__(self, data: DeviceData, batches: list[np.ndarray]) -> None:
+        if not batches:  # no cells asked for
+            self.steps = []
+            return
         order = np.concatenate(batches).astype(np.int64, copy=False)
         bounds = np.concatenate([[0], np.cumsum([len(batch) for batch in batches])])
         rows = _to_device(order, data.device)
