@@ -174,6 +174,8 @@ def block_scores(adata: AnnData, fit: Fit) -> dict[str, float]:
         "salient R²": compvi.metrics.affine_r2(true_s[perturbed], fit.salient[perturbed]),
         "leakage R² (s←b)": np.nan,
         "leakage R² (b←s)": np.nan,
+        "kNN leakage R² (s←b)": np.nan,
+        "kNN leakage R² (b←s)": np.nan,
         "control salient norm": np.nan,
         "salient MCC": compvi.metrics.mcc(true_s[perturbed], fit.salient[perturbed]),
         "salient MCC (Spearman)": compvi.metrics.mcc(
@@ -202,5 +204,7 @@ def block_scores(adata: AnnData, fit: Fit) -> dict[str, float]:
         leak = compvi.metrics.leakage(true_b, true_s, fit.background, fit.salient, perturbed)
         scores["leakage R² (s←b)"] = leak["salient_from_background"]
         scores["leakage R² (b←s)"] = leak["background_from_salient"]
+        scores["kNN leakage R² (s←b)"] = leak["salient_from_background_knn"]
+        scores["kNN leakage R² (b←s)"] = leak["background_from_salient_knn"]
         scores["control salient norm"] = leak["control_salient_norm"]
     return scores

@@ -105,6 +105,7 @@ def main() -> None:
         devices=args.devices,
         strategy="ddp" if distributed else "auto",
         background_shift_bound=0.05,
+        balancing="mgda",
         enable_progress_bar=False,
         callbacks=[recorder],
         plan_kwargs={"n_epochs_kl_warmup": 2},

@@ -22,32 +22,48 @@ def _t(values):
     return torch.as_tensor(np.asarray(values), dtype=torch.float32)
 
 
-def _hsic_by_loops(k, l):
+def _hsic_by_loops(first, second):
     """Song et al. (2012)'s unbiased HSIC written term by term, as an independent reference."""
-    n = len(k)
-    k, l = k.copy(), l.copy()
+    n = len(first)
+    k, m = first.copy(), second.copy()
     np.fill_diagonal(k, 0)
-    np.fill_diagonal(l, 0)
-    trace = sum(k[i, j] * l[j, i] for i in range(n) for j in range(n))
+    np.fill_diagonal(m, 0)
+    trace = sum(k[i, j] * m[j, i] for i in range(n) for j in range(n))
     ones = np.ones(n)
-    middle = (ones @ k @ ones) * (ones @ l @ ones) / ((n - 1) * (n - 2))
-    last = 2 / (n - 2) * ones @ k @ l @ ones
+    middle = (ones @ k @ ones) * (ones @ m @ ones) / ((n - 1) * (n - 2))
+    last = 2 / (n - 2) * ones @ k @ m @ ones
     return (trace + middle - last) / (n * (n - 3))
 
 
 def test_unbiased_hsic_matches_the_formula_term_by_term():
     rng = np.random.default_rng(0)
     a, b = rng.random((9, 9)), rng.random((9, 9))
-    k, l = a + a.T, b + b.T
-    value = unbiased_hsic(torch.as_tensor(k), torch.as_tensor(l)).item()
-    assert value == pytest.approx(_hsic_by_loops(k, l), rel=1e-10)
+    first, second = a + a.T, b + b.T
+    value = unbiased_hsic(torch.as_tensor(first), torch.as_tensor(second)).item()
+    assert value == pytest.approx(_hsic_by_loops(first, second), rel=1e-10)
 
 
-def test_rbf_gram_uses_the_median_squared_distance():
+def test_rbf_gram_averages_the_median_and_the_local_length_scale():
     points = _t([[0.0], [1.0], [3.0]])
-    # squared distances 1, 9, 4: median 4
-    expected = np.exp(-np.array([[0, 1, 9], [1, 0, 4], [9, 4, 0]]) / 4.0)
+    squared = np.array([[0, 1, 9], [1, 0, 4], [9, 4, 0]], dtype=float)
+    # median of 1, 9, 4 is 4; each row's farthest (2nd) neighbour: 9, 4, 9, mean 22 / 3
+    local = 22 / 3
+    expected = (np.exp(-squared / 4.0) + np.exp(-squared / local)) / 2
     np.testing.assert_allclose(rbf_gram(points).numpy(), expected, rtol=1e-6)
+
+
+def test_the_local_scale_sees_shifts_within_clusters():
+    rng = np.random.default_rng(5)
+    # Three far-apart clusters; within each, condition 1 is shifted by a fifth of its spread.
+    centres = rng.normal(size=(3, 4)) * 30
+    cluster = rng.integers(0, 3, 512)
+    condition = rng.integers(0, 2, 512)
+    points = centres[cluster] + rng.normal(size=(512, 4)) + 0.6 * condition[:, None]
+    kernel = rbf_gram(_t(points))
+    labels = label_gram(torch.as_tensor(condition))
+    squared = torch.cdist(_t(points), _t(points)).pow(2)
+    median_only = torch.exp(-squared / squared[squared > 0].median())
+    assert normalized_hsic(kernel, labels).item() > 5 * normalized_hsic(median_only, labels).item()
 
 
 def test_normalized_hsic_is_one_for_identical_and_near_zero_for_independent_spaces():

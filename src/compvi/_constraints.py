@@ -119,7 +119,7 @@ class Constraint(torch.nn.Module):
 DEFAULT_BOUNDS = {
     CONSTRAINTS.LEAKAGE: 0.02,
     CONSTRAINTS.DEPENDENCE: 0.01,
-    CONSTRAINTS.BACKGROUND_SHIFT: 0.02,
+    CONSTRAINTS.BACKGROUND_SHIFT: 0.002,
 }
 # Dual step per training step: the multiplier changes by at most this log-factor a step.
 DEFAULT_MULTIPLIER_LR = 0.05

@@ -94,7 +94,7 @@ class ComparativeTrainingPlan(TrainingPlan):
         self,
         module: BaseModuleClass,
         *,
-        balancing: Literal["mgda", "sum"] = "mgda",
+        balancing: Literal["mgda", "sum"] = "sum",
         leakage_bound: float | None = DEFAULT_BOUNDS[CONSTRAINTS.LEAKAGE],
         dependence_bound: float | None = DEFAULT_BOUNDS[CONSTRAINTS.DEPENDENCE],
         background_shift_bound: float | None = DEFAULT_BOUNDS[CONSTRAINTS.BACKGROUND_SHIFT],
