@@ -6,6 +6,7 @@ import pytest
 
 from compvi.metrics import (
     affine_r2,
+    knn_r2,
     leakage,
     match_factors,
     mcc,
@@ -217,10 +218,52 @@ def test_leakage_is_near_zero_for_separated_blocks(rng, latents):
     assert set(scores) == {
         "salient_from_background",
         "background_from_salient",
+        "salient_from_background_knn",
+        "background_from_salient_knn",
         "control_salient_norm",
     }
+    for key in ("salient_from_background", "background_from_salient"):
+        assert abs(scores[key]) < 0.05
+    # A 15-neighbour mean of unrelated rows scores about -1/15, not 0.
+    for key in ("salient_from_background_knn", "background_from_salient_knn"):
+        assert -0.12 < scores[key] < 0.05
+
+
+def test_knn_leakage_sees_a_salient_factor_bent_into_the_background(rng, latents):
+    background, salient, is_perturbed = latents
+    # The first true salient factor is the square of a coordinate the learned background
+    # holds: no affine read-out finds it, a nearest-neighbour one does.
+    hidden = rng.normal(size=len(is_perturbed))
+    salient = salient.copy()
+    salient[is_perturbed, 0] = (hidden[is_perturbed] ** 2 - 1) / np.sqrt(2)
+    learned_background = np.column_stack([background, hidden])
+    scores = leakage(background, salient, learned_background, salient, is_perturbed)
     assert abs(scores["salient_from_background"]) < 0.05
-    assert abs(scores["background_from_salient"]) < 0.05
+    # One of four salient columns is read well, the others score about -1/15.
+    assert scores["salient_from_background_knn"] > 0.1
+
+
+def test_knn_r2_recovers_a_smooth_nonlinear_map_and_not_noise(rng):
+    z = rng.uniform(-2, 2, size=(1500, 2))
+    target = np.column_stack([np.sin(2 * z[:, 0]), z[:, 1] ** 2])
+    assert knn_r2(target, z) > 0.95
+    assert affine_r2(target, z) < 0.3
+    assert abs(knn_r2(target, rng.normal(size=(1500, 2)))) < 0.1
+    # One neighbour on the training rows themselves would be perfect: scores are held out.
+    assert knn_r2(target, z, n_neighbors=1) < 0.999
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_neighbors": 0}, "n_neighbors must be a positive integer"),
+        ({"n_neighbors": 500}, "more than"),
+    ],
+)
+def test_knn_r2_errors(rng, kwargs, match):
+    z = rng.normal(size=(100, 2))
+    with pytest.raises(ValueError, match=match):
+        knn_r2(z, z, **kwargs)
 
 
 def test_leakage_detects_background_signal_in_salient(rng, latents):
