@@ -178,6 +178,7 @@ def raw_count_properties(
 class DifferentialExpressionMixin:
     """Differential expression between conditions, or within cells against their counterfactual."""
 
+    @_validation.leaves_adata_untouched_on_error
     def differential_expression(
         self,
         adata: AnnData | None = None,
@@ -320,7 +321,10 @@ class DifferentialExpressionMixin:
             group1 = [group1]  # one group, possibly a number of a numeric column
         group1 = [str(group) for group in group1]
         if not group1:
-            raise ValueError(f"group1 names no group of adata.obs[{groupby!r}] to test.")
+            raise ValueError(
+                f"group1 names no group of adata.obs[{groupby!r}] to test: every cell is a "
+                "control. Pass group1 (and, with reference='control', group2) explicitly."
+            )
         uses_controls = (
             group2 is None if reference == "control" else all_stats or pseudocounts is None
         )

@@ -18,6 +18,7 @@ from ._scvi_compat import batch_codes
 class ExpressionMixin:
     """Expression decoded from both latent spaces, or from the background space alone."""
 
+    @_validation.leaves_adata_untouched_on_error
     @torch.inference_mode()
     def get_normalized_expression(
         self,
@@ -168,6 +169,7 @@ class ExpressionMixin:
         samples = {kind: torch.cat(parts, dim=1).numpy() for kind, parts in expression.items()}
         return samples, obs_names, genes
 
+    @_validation.leaves_adata_untouched_on_error
     def get_salient_effect(
         self,
         adata: AnnData | None = None,

@@ -77,6 +77,7 @@ class PerturbationScores(NamedTuple):
 class PerturbationScoresMixin:
     """How strongly, and in which cells, each perturbation acted."""
 
+    @_validation.leaves_adata_untouched_on_error
     def get_perturbation_scores(
         self,
         adata: AnnData | None = None,
@@ -206,6 +207,7 @@ class PerturbationScoresMixin:
         top = lfc.abs().sort_values(ascending=False).index[:n_top_genes]
         return ", ".join(f"{gene} ({lfc[gene]:+.2f})" for gene in top)
 
+    @_validation.leaves_adata_untouched_on_error
     def add_results(
         self,
         adata: AnnData | None = None,

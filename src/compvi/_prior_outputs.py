@@ -89,6 +89,7 @@ class PriorOutputsMixin:
             f"'sparse'); this model has prior={self.module.prior!r}, fixed at N(0, I)."
         )
 
+    @_validation.leaves_adata_untouched_on_error
     @torch.inference_mode()
     def get_component_responsibilities(
         self,

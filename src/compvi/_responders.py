@@ -14,6 +14,11 @@ MIN_CELLS_TO_SCORE = 2
 # The fewest control cells: their spread is the unit of every score, and their mean is
 # cross-fitted on two halves too.
 MIN_CONTROL_CELLS = 2
+_NO_CONTROL_SPREAD = (
+    "The {n} control cells have no spread in the salient space (identical coordinates), "
+    "and their spread is the unit of every perturbation score; include more, distinct "
+    "control cells."
+)
 
 
 class ResponderFit(NamedTuple):
@@ -241,5 +246,7 @@ def _cross_fitted_scores(
             salient[controls[control_half == half]] - reference
         ) @ axis
     center, spread = control_scores.mean(), control_scores.std()
+    if not spread > 0:
+        raise ValueError(_NO_CONTROL_SPREAD.format(n=controls.size))
     shift = salient[members].mean(0) - salient[controls].mean(0)
     return (member_scores - center) / spread, (control_scores - center) / spread, shift

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -209,8 +210,6 @@ def warn_near_duplicate_controls(
             UserWarning,
             stacklevel=3,
         )
-
-
 
 
 def check_condition(adata: AnnData, condition_key: str, control_category: list[str]) -> None:
@@ -523,6 +522,7 @@ def check_train_arguments(
     -------
     ``max_epochs`` and ``batch_size`` as Python ``int`` (Lightning asserts ``int`` and
     refuses numpy integers).
+
     """
     max_epochs = check_integer(max_epochs, "max_epochs", minimum=1, allow_none=True)
     batch_size = check_integer(batch_size, "batch_size", minimum=1)
@@ -631,6 +631,45 @@ def check_query(
             check_covariates(holder, *check_args)
             if argument in known:
                 check_known_categories(holder, argument, known[argument])
+
+
+@contextmanager
+def _restored_on_error(adata) -> Iterator[None]:
+    """Remove what a failed call added to ``adata``'s obs, obsm and uns (and its modalities').
+
+    A query registers a new AnnData with scvi-tools (``_scvi_*`` columns, ``_scvi_uuid``)
+    before it can count its cells; when the call then fails, the AnnData goes back to the
+    keys it had. Only keys are compared, so this costs nothing on success.
+    """
+    if not isinstance(adata, AnnData | MuData):
+        yield
+        return
+    holders = [adata, *(adata.mod.values() if isinstance(adata, MuData) else [])]
+    before = [(set(h.obs.columns), set(h.obsm.keys()), set(h.uns.keys())) for h in holders]
+    try:
+        yield
+    except Exception:
+        for holder, (obs, obsm, uns) in zip(holders, before, strict=True):
+            added = [column for column in holder.obs.columns if column not in obs]
+            if added:
+                holder.obs.drop(columns=added, inplace=True)
+            for key in [key for key in holder.obsm.keys() if key not in obsm]:
+                del holder.obsm[key]
+            for key in [key for key in holder.uns.keys() if key not in uns]:
+                del holder.uns[key]
+        raise
+
+
+def leaves_adata_untouched_on_error(method: Callable) -> Callable:
+    """Decorate a query so that, when it fails, its ``adata`` keeps the keys it had."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        adata = kwargs["adata"] if "adata" in kwargs else (args[0] if args else None)
+        with _restored_on_error(adata):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 def check_registered_labels(
