@@ -249,8 +249,9 @@ def _ratios(table: pd.DataFrame) -> pd.DataFrame:
 
 def _runs(args: argparse.Namespace) -> list[tuple[str, int]]:
     """(model, batch size) pairs to run at each size."""
-    runs = [(model, size) for size in args.batch_size for model in (OURS, OURS_LOADER)]
-    runs = [(model, size) for model, size in runs if model in args.models]
+    loader_sizes = args.loader_batch_size or args.batch_size
+    runs = [(OURS, size) for size in args.batch_size if OURS in args.models]
+    runs += [(OURS_LOADER, size) for size in loader_sizes if OURS_LOADER in args.models]
     if THEIRS in args.models:
         runs.append((THEIRS, args.contrastive_batch_size or args.batch_size[0]))
     return runs
@@ -267,6 +268,12 @@ def main() -> None:
     )
     parser.add_argument("--warmup-steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, nargs="+", default=[128])
+    parser.add_argument(
+        "--loader-batch-size",
+        type=int,
+        nargs="+",
+        help="batch sizes of the host-loader runs (default: --batch-size)",
+    )
     parser.add_argument(
         "--contrastive-batch-size",
         type=int,
