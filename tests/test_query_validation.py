@@ -278,9 +278,13 @@ def test_a_relabelled_condition_column_is_refused(trained, query):
     before = query.copy()
     with pytest.raises(ValueError, match=r"condition'\] changed after the AnnData was regist"):
         model.differential_expression(query, n_samples_overall=10, silent=True)
-    with pytest.raises(ValueError, match=r"registered 'P1', now 'P2'"):
+    with pytest.raises(ValueError, match=r"registered 'P1', now 'P2'.*pass adata\.copy\(\)"):
         model.get_perturbation_scores(query)
     assert_untouched(query, before)
+    # The fix the message names: a copy is registered afresh, with the new labels.
+    scores = model.get_perturbation_scores(query.copy(), n_top_genes=0)
+    assert "P1" not in set(scores.cells["condition"])
+    assert (scores.cells["condition"] == "P2").sum() == (query.obs["condition"] == "P2").sum()
 
 
 def test_scores_need_two_controls_and_a_perturbation(trained, query):
@@ -297,8 +301,8 @@ def test_scores_need_two_controls_and_a_perturbation(trained, query):
             model.get_perturbation_scores(adata)
         with pytest.raises(ValueError, match=message):
             model.add_results(adata)
-        assert set(adata.obsm) == set(before.obsm)
-        assert not any(column.startswith("compvi") for column in adata.obs)
+        # Refused after scvi-tools registered adata: the registration is undone too.
+        assert_untouched(adata, before)
 
 
 def test_de_without_controls_raises_naming_the_fix(trained, query):
@@ -308,10 +312,12 @@ def test_de_without_controls_raises_naming_the_fix(trained, query):
         ("counterfactual", r"pass all_stats=False and a pseudocounts value"),
         ("control", r"pass group2"),
     ]:
+        before = perturbed.copy()
         with pytest.raises(ValueError, match=rf"adata has 0 control cells.*{fix}"):
             model.differential_expression(
                 perturbed, reference=reference, n_samples_overall=10, silent=True
             )
+        assert_untouched(perturbed, before)
     # The fixes the message names work.
     table = model.differential_expression(
         perturbed, all_stats=False, pseudocounts=1e-4, n_samples_overall=10, silent=True
@@ -494,4 +500,11 @@ def test_load_of_a_corrupt_model_file_names_the_path(trained, query, tmp_path, d
     before = query.copy()
     with pytest.raises(ValueError, match=r"broken/model\.pt could not be read.*truncated or"):
         compvi.ComparativeVI.load(broken, adata=query)
+    assert_untouched(query, before)
+
+
+def test_load_from_a_folder_without_a_model_names_the_path(query, tmp_path):
+    before = query.copy()
+    with pytest.raises(ValueError, match=r"There is no .*missing/model\.pt; pass the folder"):
+        compvi.ComparativeVI.load(tmp_path / "missing", adata=query)
     assert_untouched(query, before)

@@ -518,6 +518,10 @@ class ComparativeVI(
         try:
             attr_dict, var_names = read_saved_model(dir_path, prefix=kwargs.get("prefix"))
             registry = attr_dict["registry_"]
+        except FileNotFoundError as error:
+            raise ValueError(
+                f"There is no {model_path}; pass the folder that ComparativeVI.save wrote."
+            ) from error
         except (
             OSError,
             EOFError,

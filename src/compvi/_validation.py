@@ -698,8 +698,8 @@ def check_registered_labels(
                 f"cells have another label now (e.g. cell {obs.index[first]!r}: registered "
                 f"{registered[first]!r}, now {live[first]!r}). The model reads the registered "
                 "labels, so results would not match the column. Restore the labels, or pass "
-                "a fresh copy of the AnnData that was never given to the model (to use new "
-                "labels for training, set up and train a new model)."
+                "adata.copy(), which the model registers afresh with its current labels (to "
+                "train on new labels, set up and train a new model)."
             )
 
 
