@@ -477,6 +477,30 @@ def test_a_nan_loss_ends_in_one_line_and_writes_nothing(screen_file, out_dir, ca
     assert _files(out_dir) == {}
 
 
+def test_running_out_of_memory_ends_in_one_line(screen_file, out_dir, capsys, monkeypatch):
+    @functools.wraps(compvi.ComparativeVI.train)
+    def train(self, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\n(details)")
+
+    monkeypatch.setattr(compvi.ComparativeVI, "train", train)
+    assert main(_fit_argv(screen_file, out_dir / "o.h5ad", "--quiet")) == 2
+    error = _one_line_error(capsys.readouterr().err)
+    assert "out of memory (CUDA out of memory. Tried to allocate 2.00 GiB (details))" in error
+    assert "--batch-size" in error
+    assert _files(out_dir) == {}
+
+
+def test_an_unexpected_error_keeps_its_traceback(screen_file, out_dir, monkeypatch):
+    @functools.wraps(compvi.ComparativeVI.train)
+    def train(self, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(compvi.ComparativeVI, "train", train)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(_fit_argv(screen_file, out_dir / "o.h5ad", "--quiet"))
+    assert _files(out_dir) == {}
+
+
 def test_a_failure_while_writing_keeps_the_earlier_outputs(
     screen_file, out_dir, capsys, monkeypatch
 ):

@@ -120,7 +120,9 @@ def _one_line(command: str, error: BaseException) -> str:
     # KeyError's str() adds quotes around the message; use the message itself.
     text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
     text = options.command_line_message(str(text)) or type(error).__name__
-    if not isinstance(error, ValueError | KeyError | FileNotFoundError | FloatingPointError):
+    if not isinstance(
+        error, ValueError | KeyError | FileNotFoundError | FloatingPointError | MemoryError
+    ):
         text = f"{type(error).__name__}: {text}"
     return f"compvi {command}: {text}"
 
@@ -141,9 +143,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _quiet(args.quiet):
             run(args, say)
-    except _USER_ERRORS as error:
+    except (*_USER_ERRORS, MemoryError, RuntimeError) as error:
         if os.environ.get("COMPVI_TRACEBACK"):
             raise
+        if isinstance(error, RuntimeError) and "out of memory" not in str(error).lower():
+            raise  # compvi's or a library's bug: the traceback says where
+        if isinstance(error, MemoryError | RuntimeError):
+            error = MemoryError(
+                f"out of memory ({' '.join(str(error).split())[:200]}); lower --batch-size, "
+                "or read the counts from disk with --backed"
+            )
         print(_one_line(args.command, error), file=sys.stderr)
         return 2
     return 0
