@@ -508,3 +508,14 @@ def test_load_from_a_folder_without_a_model_names_the_path(query, tmp_path):
     with pytest.raises(ValueError, match=r"There is no .*missing/model\.pt; pass the folder"):
         compvi.ComparativeVI.load(tmp_path / "missing", adata=query)
     assert_untouched(query, before)
+
+
+def test_salient_effect_groupby_with_nan_is_refused(trained, query):
+    model = trained[0]
+    query.obs["cluster"] = np.where(np.arange(query.n_obs) == 0, np.nan, 1.0)
+    before = query.copy()
+    with pytest.raises(ValueError, match=r"adata\.obs\['cluster'\] \(groupby\) has 1 missing"):
+        model.get_salient_effect(query, groupby="cluster")
+    assert_untouched(query, before)
+    effect = model.get_salient_effect(query[1:].copy(), groupby="cluster")
+    assert list(effect.index) == [1.0]

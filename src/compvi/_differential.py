@@ -217,11 +217,12 @@ class DifferentialExpressionMixin:
         adata
             AnnData registered with the model; ``None`` uses the training data.
         groupby
-            Column of ``adata.obs`` that defines the groups; ``None`` uses the registered
-            condition key.
+            Column of ``adata.obs`` that defines the groups (without missing values);
+            ``None`` uses the registered condition, read from its registered codes.
         group1
-            Group(s) to test, one table block each; ``None`` tests every group that is not a
-            control.
+            Group(s) to test, one table block each (labels are compared as strings, so
+            ``group1=1`` names the group ``1`` of a numeric column); ``None`` tests every
+            group that is not a control.
         group2
             Reference group of ``reference="control"``; ``None`` uses all control cells.
             Not used by the counterfactual reference.
@@ -230,17 +231,20 @@ class DifferentialExpressionMixin:
         mode
             ``"change"`` (LFC beyond ``delta``) or ``"vanilla"`` (which side is larger).
         delta
-            LFC threshold of ``"change"`` mode; ``None`` lets scvi-tools estimate it.
+            LFC threshold of ``"change"`` mode, > 0; ``None`` lets scvi-tools estimate it.
         pseudocounts
-            Added to expression before taking logs; ``None`` estimates it from genes that
-            are rarely detected, as scvi-tools does.
+            Added to expression before taking logs, >= 0; ``None`` estimates it from genes
+            that are rarely detected, as scvi-tools does.
         fdr_target
-            Posterior expected false discovery rate of the ``is_de_fdr_*`` column.
+            Posterior expected false discovery rate of the ``is_de_fdr_*`` column, in
+            (0, 1).
         n_samples_overall
-            Posterior draws per group (cells drawn with replacement, one draw each).
+            Posterior draws per group (cells drawn with replacement, one draw each); a
+            positive integer.
         batch_correction
-            ``reference="control"`` only: decode every draw in every batch and compare draws
-            of the same batch, as scvi-tools does.
+            ``reference="control"`` only (refused with the counterfactual reference): decode
+            every draw in every batch and compare draws of the same batch, as scvi-tools
+            does.
         all_stats
             Add raw-count statistics of ``group1`` against the reference cells (controls for
             the counterfactual reference): ``raw_mean1/2``, ``non_zeros_proportion1/2``,
@@ -261,6 +265,17 @@ class DifferentialExpressionMixin:
         ``scale1``, ``scale2``, ``is_de_fdr_<fdr_target>``, ...) and ``comparison``,
         ``group1``, ``group2``. Positive LFCs mean higher in ``group1`` (counterfactual:
         higher with the perturbation than without it).
+
+        Raises
+        ------
+        ValueError
+            An option outside its range; a ``groupby`` column with missing values; a
+            condition column relabelled since registration; fewer than two control cells
+            where the controls are used (``reference="control"`` without ``group2``, or
+            the counterfactual reference with ``all_stats=True`` or
+            ``pseudocounts=None``); an AnnData that the checks of setup refuse.
+        KeyError
+            A ``groupby`` that is not a column of ``adata.obs``.
 
         """
         if reference not in DE_REFERENCES:

@@ -286,7 +286,11 @@ class ComparativeVI(
             Column of ``adata.obs`` with each cell's condition (perturbation or control).
         control_category
             The label, or list of labels, of ``adata.obs[condition_key]`` that mean
-            "control". Every other label is a perturbation.
+            "control" (integers are compared with the column's values as strings, so
+            ``0`` names the controls of an integer column). Every other label is a
+            perturbation; labels that differ from a control label only by case or spaces
+            (``"Control"``, ``"control "``) raise a warning. At least two cells must be
+            controls.
         layer
             Layer with the raw counts; ``None`` uses ``adata.X``.
         batch_key
@@ -306,10 +310,12 @@ class ComparativeVI(
         KeyError
             An obs key or layer that does not exist.
         ValueError
-            A missing control label, no perturbed cells, missing values, empty conditions,
-            duplicated ``adata.obs_names``, counts with NaN, infinite, negative values,
-            values above ``2**31 - 1`` or all-zero cells, or counts in a scipy sparse array
-            (``csr_array``) instead of a sparse matrix.
+            A missing control label, fewer than two control cells, no perturbed cells,
+            missing values, empty conditions, duplicated ``adata.obs_names`` or
+            ``adata.var_names``, the condition column also given as batch or covariate,
+            counts with NaN, infinite, negative values, values above ``2**31 - 1`` or
+            all-zero cells, or counts in a scipy sparse array (``csr_array``) instead of a
+            sparse matrix.
 
         """
         control_category = _validation.normalize_control_category(control_category)
@@ -509,9 +515,12 @@ class ComparativeVI(
         Raises
         ------
         ValueError
-            ``dir_path`` holds a model of another class (e.g. a
-            :class:`scvi.external.ContrastiveVI`), or ``adata`` has other genes than the
-            model.
+            ``dir_path`` holds no ``model.pt``, a truncated or corrupt one, or a model of
+            another class (e.g. a :class:`scvi.external.ContrastiveVI`); ``adata`` has other
+            genes than the model, conditions, batches or covariate categories it was not
+            trained with, or data that the checks of :meth:`setup_anndata` refuse (it may
+            hold controls only or perturbed cells only). Nothing is written to ``adata``
+            then.
 
         """
         model_path = os.path.join(str(dir_path), f"{kwargs.get('prefix') or ''}model.pt")
