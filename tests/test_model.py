@@ -123,12 +123,16 @@ def test_a_violated_constraint_is_named_in_a_warning(screen):
         fit(screen, max_epochs=1, leakage_bound=1e-6)
 
 
-def test_kl_warmup_defaults_to_half_of_the_epochs(screen):
-    model = fit(screen, max_epochs=6)
-    assert model.history["kl_weight"].to_numpy(dtype=float).ravel()[-1] == pytest.approx(1.0)
-    plan = ComparativeTrainingPlan(model.module, n_epochs_kl_warmup=default_kl_warmup_epochs(6))
-    assert plan.n_epochs_kl_warmup == 3
+@pytest.mark.parametrize("prior", ["normal", "conditional"])
+def test_kl_warmup_defaults_to_half_of_the_epochs(screen, prior):
+    model = fit(screen, max_epochs=6, model={"prior": prior})
+    kl_weight = model.history["kl_weight"].to_numpy(dtype=float).ravel()
+    # scvi-tools' weight at epoch e is e / warm-up epochs, capped at 1.
+    np.testing.assert_allclose(kl_weight, np.minimum(np.arange(6) / 3, 1.0), rtol=1e-5)
     assert default_kl_warmup_epochs(100) == 50 and default_kl_warmup_epochs(1) == 1
+    overridden = fit(screen, max_epochs=2, plan_kwargs={"n_epochs_kl_warmup": 1})
+    overridden_weight = overridden.history["kl_weight"].to_numpy(dtype=float).ravel()
+    np.testing.assert_allclose(overridden_weight, [0, 1])
 
 
 def test_fixed_weight_mode_and_argument_errors(screen):

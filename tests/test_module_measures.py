@@ -43,13 +43,14 @@ def test_unbiased_hsic_matches_the_formula_term_by_term():
     assert value == pytest.approx(_hsic_by_loops(first, second), rel=1e-10)
 
 
-def test_rbf_gram_averages_the_median_and_the_local_length_scale():
+def test_rbf_gram_uses_the_median_and_optionally_a_local_length_scale():
     points = _t([[0.0], [1.0], [3.0]])
     squared = np.array([[0, 1, 9], [1, 0, 4], [9, 4, 0]], dtype=float)
     # median of 1, 9, 4 is 4; each row's farthest (2nd) neighbour: 9, 4, 9, mean 22 / 3
+    np.testing.assert_allclose(rbf_gram(points).numpy(), np.exp(-squared / 4.0), rtol=1e-6)
     local = 22 / 3
     expected = (np.exp(-squared / 4.0) + np.exp(-squared / local)) / 2
-    np.testing.assert_allclose(rbf_gram(points).numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(rbf_gram(points, local=True).numpy(), expected, rtol=1e-6)
 
 
 def test_the_local_scale_sees_shifts_within_clusters():
@@ -59,11 +60,10 @@ def test_the_local_scale_sees_shifts_within_clusters():
     cluster = rng.integers(0, 3, 512)
     condition = rng.integers(0, 2, 512)
     points = centres[cluster] + rng.normal(size=(512, 4)) + 0.6 * condition[:, None]
-    kernel = rbf_gram(_t(points))
     labels = label_gram(torch.as_tensor(condition))
-    squared = torch.cdist(_t(points), _t(points)).pow(2)
-    median_only = torch.exp(-squared / squared[squared > 0].median())
-    assert normalized_hsic(kernel, labels).item() > 5 * normalized_hsic(median_only, labels).item()
+    local = normalized_hsic(rbf_gram(_t(points), local=True), labels).item()
+    assert local > 5 * normalized_hsic(rbf_gram(_t(points)), labels).item()
+    assert label_dependence(_t(points), torch.as_tensor(condition)).item() == pytest.approx(local)
 
 
 def test_normalized_hsic_is_one_for_identical_and_near_zero_for_independent_spaces():

@@ -24,30 +24,33 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * weights).sum(-1) / weights.sum().clamp(min=1.0)
 
 
-def rbf_gram(points: torch.Tensor) -> torch.Tensor:
-    r"""Gaussian-kernel Gram matrix at a global and a local length scale, averaged.
+def rbf_gram(points: torch.Tensor, *, local: bool = False) -> torch.Tensor:
+    r"""Gaussian-kernel Gram matrix with the median heuristic bandwidth.
 
-    :math:`K_{ij} = \tfrac12\bigl(e^{-d_{ij}^2 / m} + e^{-d_{ij}^2 / \ell}\bigr)`, with
-    :math:`m` the median squared distance between distinct rows (the median heuristic) and
-    :math:`\ell` the mean squared distance of a row to its :data:`LOCAL_NEIGHBOURS`-th
-    nearest neighbour, both held constant for the gradient. The median scale sees shifts of
-    whole populations; on clustered data (cell types) it is the distance between clusters,
-    and a shift within every cluster, which a nearest-neighbour classifier or a UMAP shows,
-    barely moves it, so the local scale sees those. A sum of characteristic kernels is
-    characteristic: the measure is 0 only for independence. Coordinates with little spread
-    barely move the distances, so collapsed latent dimensions neither count nor dominate
-    the gradient, unlike standardized correlations.
+    :math:`K_{ij} = e^{-d_{ij}^2 / m}`, with :math:`m` the median squared distance between
+    distinct rows, held constant for the gradient. Coordinates with little spread barely
+    move the distances, so collapsed latent dimensions neither count nor dominate the
+    gradient, unlike standardized correlations.
+
+    With ``local=True`` the kernel averages in a second, local length scale :math:`\ell`,
+    the mean squared distance of a row to its :data:`LOCAL_NEIGHBOURS`-th nearest
+    neighbour: :math:`\tfrac12(e^{-d_{ij}^2 / m} + e^{-d_{ij}^2 / \ell})`. On clustered
+    data (cell types) the median scale is the distance between clusters, and a shift
+    within every cluster, which a nearest-neighbour classifier or a UMAP shows, barely
+    moves it; the local scale sees it. A sum of characteristic kernels is characteristic.
     """
     squared = torch.cdist(points, points).pow(2)
     n = points.shape[0]
     detached = squared.detach()
     off_diagonal = detached[~torch.eye(n, dtype=torch.bool, device=points.device)]
     tiny = torch.finfo(points.dtype).tiny
-    global_scale = off_diagonal.median().clamp(min=tiny)
+    gram = torch.exp(-squared / off_diagonal.median().clamp(min=tiny))
+    if not local:
+        return gram
     # Column 0 of each sorted row is the point itself.
     neighbour = min(LOCAL_NEIGHBOURS, n - 1)
     local_scale = detached.sort(dim=1).values[:, neighbour].mean().clamp(min=tiny)
-    return (torch.exp(-squared / global_scale) + torch.exp(-squared / local_scale)) / 2
+    return (gram + torch.exp(-squared / local_scale)) / 2
 
 
 def label_gram(labels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -105,6 +108,11 @@ def space_dependence(
     coordinate that is the square of a background one scores above 0) and do not average
     a dependent direction away over unrelated dimensions, as a mean of pairwise
     correlations does. About 0 when the spaces are independent, as the priors make them.
+
+    The kernels use the median length scale only. A perturbation's effect may really
+    depend on cell state (a knock-out whose programme shows in cycling cells only), and
+    a local scale would count such fine structure as leakage: on the Papalexi screen it
+    squeezed every knock-out's programme onto one salient direction.
     """
     if int(perturbed.sum()) < MIN_HSIC_ROWS:
         return background.new_zeros(())
@@ -118,10 +126,13 @@ def label_dependence(background: torch.Tensor, condition: torch.Tensor) -> torch
     distribution with every other's and with the controls' (a kernel two-sample statistic per
     group, pooled), so shifts that cancel across perturbations still count. About 0 when the
     background distribution does not depend on the condition, as in a randomized screen.
+    The kernel reads a local length scale too (see :func:`rbf_gram`), so a shift within
+    every cell type counts, not only one of whole populations.
     """
     if background.shape[0] < MIN_HSIC_ROWS:
         return background.new_zeros(())
-    return normalized_hsic(rbf_gram(background), label_gram(condition, background.dtype))
+    kernel = rbf_gram(background, local=True)
+    return normalized_hsic(kernel, label_gram(condition, background.dtype))
 
 
 def relative_leakage(salient: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:

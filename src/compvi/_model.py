@@ -64,8 +64,8 @@ def default_kl_warmup_epochs(max_epochs: int) -> int:
 
     scvi-tools warms up over 400 epochs whatever the run's length, so a 100-epoch run ends
     with the priors at a quarter of their weight, too little for a learned salient prior
-    to shape the space. Half of the run lets the reconstruction settle first and leaves
-    the second half at the full evidence lower bound.
+    to shape the salient axes. Half of the run lets the reconstruction settle first and
+    leaves the second half at the full evidence lower bound.
     """
     return max(1, round(KL_WARMUP_FRACTION * max_epochs))
 
@@ -789,9 +789,10 @@ class ComparativeVI(
             More arguments of the training plan (``ComparativeTrainingPlan``)
             (``lr``, ``n_epochs_kl_warmup``, ...). The KL weight rises linearly over
             ``n_epochs_kl_warmup`` epochs, by default half of ``max_epochs`` (scvi-tools
-            uses 400 whatever the run's length, which leaves a 100-epoch run with its
-            priors at a quarter of their weight). With a learned prior: ``prior_lr`` (the
-            prior parameters' learning rate, default ``1e-2``) and, for the sparse prior,
+            uses 400 whatever the run's length, which would leave a 100-epoch run with its
+            priors at a quarter of their weight). With a learned prior:
+            ``prior_lr`` (the prior parameters' learning rate, default ``1e-2``) and, for
+            the sparse prior,
             ``edge_anneal_fraction`` (the share of ``max_epochs`` over which the edge bound
             falls from the number of salient factors to ``edge_bound``, default 0.5).
         **trainer_kwargs
