@@ -495,8 +495,13 @@ def main() -> None:
     parser.add_argument(
         "--runs", nargs="+", type=Path, help="report from saved identifiability_runs.csv files"
     )
+    parser.add_argument("--data-seeds", type=int, nargs="+", help="subset of the tier's")
+    parser.add_argument("--model-seeds", type=int, nargs="+", help="subset of the tier's")
     args = parser.parse_args()
     tier = TIERS[args.tier] | ({"configs": args.configs} if args.configs else {})
+    for key in ("data_seeds", "model_seeds"):
+        if getattr(args, key) is not None:
+            tier[key] = getattr(args, key)
     out = args.out or {
         "full": RESULTS,
         "priors": RESULTS / "priors",

@@ -52,9 +52,10 @@ from ._scvi_compat import read_saved_model
 from ._training_plan import ComparativeTrainingPlan
 
 # A constraint counts as violated at the end of training when its mean measure over the last
-# tenth of the epochs is above this multiple of its bound: once the multiplier has settled,
-# the measure fluctuates around the bound.
-VIOLATION_TOLERANCE = 1.25
+# tenth of the epochs is above this multiple of its bound. Once its multiplier has settled a
+# measure hovers around its bound (1.25 to 1.6 times it in a quarter of the simulated
+# benchmark's runs), which is not worth a warning; twice the bound is.
+VIOLATION_TOLERANCE = 2.0
 # Share of the training epochs over which the KL weight rises to 1 by default.
 KL_WARMUP_FRACTION = 0.5
 

@@ -80,11 +80,11 @@ class ComparativeTrainingPlan(TrainingPlan):
         A fixed penalty weight on the leakage instead of its constraint (for ablations);
         needs ``leakage_bound=None``.
     multiplier_lr
-        Step size of the dual ascent on every multiplier, in units of the relative
-        violation, applied every training step.
+        Dual step size of every multiplier: each training step multiplies it by at most
+        :math:`e^{\pm\eta}` (see :class:`~compvi._constraints.Constraint`).
     multipliers
         Starting values of the multipliers by constraint name (where an earlier fit left
-        them); missing ones start at 0.
+        them); missing ones start at :data:`~compvi._constraints.MIN_MULTIPLIER`.
     **kwargs
         Passed to :class:`scvi.train.TrainingPlan` (``lr``, ``n_epochs_kl_warmup``, ...).
 
