@@ -125,23 +125,20 @@ def test_minibatch_measures_over_a_gathered_minibatch_equal_the_whole_minibatch(
     loc_z = torch.as_tensor(rng.normal(size=(40, 3)), dtype=torch.float32)
     loc_s = torch.as_tensor(rng.normal(size=(40, 2)), dtype=torch.float32)
     loc_s[:, 0] += 0.7 * loc_z[:, 0]
-    perturbed = torch.as_tensor(rng.random(40) < 0.6)
+    condition = torch.as_tensor(rng.integers(0, 3, 40))
+    loc_z[condition == 1, 1] += 1.0  # the background knows one condition
 
-    def posterior(loc):
-        return torch.distributions.Normal(loc, torch.ones_like(loc))
+    def outputs(rows):
+        return {"background_mean": loc_z[rows], "salient_mean": loc_s[rows]}
 
-    whole = module._minibatch_measures(posterior(loc_z), posterior(loc_s), perturbed, None)
+    everything, mine = slice(None), slice(0, 25)
+    whole = module._minibatch_measures(outputs(everything), condition, None)
     # Rank 0's view of two processes: its own 25 rows, then the other process's 15.
-    other = torch.cat([loc_z[25:], loc_s[25:], perturbed[25:, None].float()], 1)
+    other = torch.cat([loc_z[25:], loc_s[25:], condition[25:, None].float()], 1)
     shard = module._minibatch_measures(
-        posterior(loc_z[:25]),
-        posterior(loc_s[:25]),
-        perturbed[:25],
-        lambda rows: torch.cat([rows, other]),
+        outputs(mine), condition[mine], lambda rows: torch.cat([rows, other])
     )
-    alone = module._minibatch_measures(
-        posterior(loc_z[:25]), posterior(loc_s[:25]), perturbed[:25], None
-    )
+    alone = module._minibatch_measures(outputs(mine), condition[mine], None)
     for name, value in whole.items():
         torch.testing.assert_close(shard[name], value)
         assert not torch.isclose(alone[name], value)

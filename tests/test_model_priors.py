@@ -113,6 +113,8 @@ def test_tighter_edge_bound_gives_a_sparser_graph():
             adata.copy(),
             model={"prior": "sparse"},
             max_epochs=30,
+            # About 600 steps: the multiplier needs a few hundred to rise from its floor.
+            batch_size=16,
             edge_bound=bound,
             plan_kwargs={"edge_anneal_fraction": 0.3},
         )
