@@ -815,8 +815,6 @@ class ComparativeVI(
             validation_size=validation_size,
             early_stopping=early_stopping,
         )
-        if not isinstance(batch_size, int | np.integer) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
         if max_epochs is None:
             max_epochs = get_max_epochs_heuristic(self.adata.n_obs)
 
