@@ -29,7 +29,7 @@ from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 
 import compvi
-from compvi._responders import score_perturbations
+from compvi.model._responders import score_perturbations
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt

@@ -21,8 +21,8 @@ from torch.distributions import Normal
 
 import compvi
 from compvi._constants import DATA_SOURCES, REGISTRY_KEYS
-from compvi._training_plan import ComparativeTrainingPlan
 from compvi.data import simulate_screen
+from compvi.train._training_plan import ComparativeTrainingPlan
 
 
 def _row_ids(counts: np.ndarray) -> list[str]:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -27,10 +28,13 @@ def test_identifiability_smoke_tier_reports_every_method(tmp_path):
         assert method in out
     runs = pd.read_csv(tmp_path / "identifiability_runs.csv")
     assert set(runs["method"]) == {"ComparativeVI", "ContrastiveVI", "PCA"}
-    assert runs["background R²"].between(-1, 1).all()
     report = (tmp_path / "identifiability.md").read_text()
     assert "## Targets" in report and "paired" in report
-    assert (tmp_path / "identifiability.png").stat().st_size > 10_000
+    # The report's table summarizes the runs written beside it.
+    for (_, method), scores in runs.groupby(["config", "method"])["background R²"]:
+        assert scores.notna().all(), method
+        sd = 0.0 if len(scores) == 1 else scores.std()
+        assert f"{scores.mean():.3f} ± {sd:.3f}" in report, method
 
 
 def test_identifiability_priors_smoke_tier_scores_graphs_and_components(tmp_path):
@@ -49,13 +53,15 @@ def test_identifiability_priors_smoke_tier_scores_graphs_and_components(tmp_path
         },
     }
     sparse = runs[runs["method"] == "ComparativeVI sparse"].iloc[0]
-    # SHD over 5 matched factors of 8 perturbations; surplus edges over the 3 spare factors.
-    assert 0 <= sparse["graph SHD"] <= 40 and 0 <= sparse["surplus edges"] <= 24
-    assert 0 <= sparse["surplus variance share"] <= 1
+    for column in ("graph SHD", "surplus edges", "surplus variance share"):
+        assert np.isfinite(sparse[column])
+    # Graph scores belong to the sparse prior's runs, component scores to the mixture's.
+    assert runs.loc[~runs["method"].str.contains("sparse"), "graph SHD"].isna().all()
     mixture = runs[runs["method"] == "ComparativeVI mixture"].iloc[0]
-    assert -1 <= mixture["component ARI"] <= 1
+    assert np.isfinite(mixture["component ARI"])
     assert runs.loc[runs["method"] != "ComparativeVI mixture", "component ARI"].isna().all()
     report = (tmp_path / "identifiability.md").read_text()
+    assert f"{sparse['graph SHD']:.3f}" in report or f"{sparse['graph SHD']:.1f}" in report
     assert "matched prior against prior='normal'" in report and "graph SHD" in report
 
 

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from compvi._constraints import CONSTRAINTS, MIN_MULTIPLIER, Constraint
+from compvi._constants import CONSTRAINTS
+from compvi.train._constraints import MIN_MULTIPLIER, Constraint
 
 
 def test_multiplier_grows_by_the_clipped_relative_violation_of_the_running_mean():

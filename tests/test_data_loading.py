@@ -5,8 +5,8 @@ import pytest
 
 import compvi
 from compvi._constants import DATA_SOURCES, REGISTRY_KEYS
-from compvi._data_loading import PairedDataLoader, ShardedBatchSampler, concatenate_sources
-from compvi._data_splitting import ComparativeDataSplitter
+from compvi.dataloaders._paired import PairedDataLoader, ShardedBatchSampler, concatenate_sources
+from compvi.dataloaders._splitter import ComparativeDataSplitter
 
 
 @pytest.fixture

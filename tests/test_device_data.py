@@ -13,17 +13,16 @@ from conftest import fit
 from scipy import sparse
 
 import compvi
-from compvi import _device_data
 from compvi._constants import DATA_SOURCES, REGISTRY_KEYS
-from compvi._data_loading import InOrderDataLoader, PairedDataLoader
-from compvi._data_splitting import ComparativeDataSplitter
-from compvi._device_data import (
-    DeviceData,
+from compvi.dataloaders import _device_data
+from compvi.dataloaders._device_data import DeviceData, choose_data_path
+from compvi.dataloaders._device_loaders import (
     DeviceInOrderLoader,
     DevicePairedLoader,
-    choose_data_path,
     in_order_loader,
 )
+from compvi.dataloaders._paired import InOrderDataLoader, PairedDataLoader
+from compvi.dataloaders._splitter import ComparativeDataSplitter
 
 COVARIATES = {
     "batch_key": "batch",

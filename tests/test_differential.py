@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import scvi
 
-from compvi._differential import paired_change
+from compvi.model._differential import paired_change
 
 
 def test_paired_change_matches_a_hand_computation():

@@ -13,9 +13,9 @@ from torch import nn
 
 import compvi
 from compvi._constants import DATA_SOURCES, REGISTRY_KEYS
-from compvi._data_loading import PairedDataLoader, ShardedBatchSampler
-from compvi._distributed import GlobalBatchNorm1d
-from compvi._module import ComparativeVAE
+from compvi.dataloaders._paired import PairedDataLoader, ShardedBatchSampler
+from compvi.module._distributed import GlobalBatchNorm1d
+from compvi.module._vae import ComparativeVAE
 
 SCRIPT = Path(__file__).with_name("ddp_fit.py")
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from compvi._mgda import min_norm_weight
-from compvi._training_plan import _output_layer_gradient
+from compvi.train._mgda import min_norm_weight
+from compvi.train._training_plan import _output_layer_gradient
 
 
 def _brute_force(g1, g2):

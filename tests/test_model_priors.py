@@ -49,7 +49,7 @@ def test_outputs_of_a_prior_the_model_lacks_name_the_prior_needed(screen):
 
 
 def test_edge_bound_needs_the_sparse_prior(screen):
-    from compvi._training_plan import ComparativeTrainingPlan
+    from compvi.train._training_plan import ComparativeTrainingPlan
 
     model = fit(screen, max_epochs=1)
     with pytest.raises(ValueError, match="'normal'; create the model with prior='sparse'"):
@@ -141,7 +141,7 @@ def test_edge_bound_anneals_from_the_number_of_factors(screen):
 
 
 def test_prior_parameters_have_their_own_learning_rate(screen):
-    from compvi._training_plan import ComparativeTrainingPlan
+    from compvi.train._training_plan import ComparativeTrainingPlan
 
     model = fit(screen, model={"prior": "conditional"}, max_epochs=1)
 

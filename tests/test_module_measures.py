@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from compvi._constraints import CONSTRAINTS, DEFAULT_BOUNDS
-from compvi._measures import (
+from compvi._constants import CONSTRAINTS, DEFAULT_BOUNDS
+from compvi.module._measures import (
     MIN_SALIENT_ENERGY,
     label_dependence,
     label_gram,
@@ -15,7 +15,7 @@ from compvi._measures import (
     space_dependence,
     unbiased_hsic,
 )
-from compvi._module import ComparativeVAE
+from compvi.module._vae import ComparativeVAE
 
 
 def _t(values):

@@ -13,7 +13,7 @@ def test_the_package_declares_its_version_urls_and_types():
     assert {"Documentation", "Source", "Issues", "Changelog"} <= labels
     # PEP 561: type checkers read compvi's annotations only if the package ships py.typed.
     assert files("compvi").joinpath("py.typed").is_file()
-    assert "compvi = compvi.__main__:main" in {
+    assert "compvi = compvi.cli:main" in {
         f"{ep.name} = {ep.value}" for ep in compvi_entry_points()
     }
 

@@ -8,8 +8,8 @@ import scvi
 from conftest import fit
 from sklearn.metrics import roc_auc_score
 
-from compvi._responders import responder_probability, score_perturbations
 from compvi.data import simulate_screen
+from compvi.model._responders import responder_probability, score_perturbations
 
 
 @pytest.mark.parametrize("fraction", [0.3, 0.7, 1.0])

@@ -5,7 +5,7 @@ import pytest
 from conftest import fit
 
 import compvi
-from compvi._constraints import DEFAULT_BOUNDS
+from compvi._constants import DEFAULT_BOUNDS
 
 
 def test_training_diagnostics_draws_every_curve_and_the_bounds(screen, tmp_path):

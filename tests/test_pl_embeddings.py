@@ -61,11 +61,9 @@ def sorted_rows(values):
     return values[np.lexsort(values.T)]
 
 
-def test_embeddings_computes_and_stores_both_umaps(adata, tmp_path):
-    path = tmp_path / "embeddings.png"
-    fig = compvi.pl.embeddings(
-        adata, color=["condition", "cell_type"], n_neighbors=10, save=path, show=False
-    )
+def test_tl_umap_computes_and_stores_both_umaps(adata):
+    before = set(adata.obsm)
+    compvi.tl.umap(adata, n_neighbors=10)
     for key in KEYS:
         assert adata.obsm[f"{key}_umap"].shape == (adata.n_obs, 2)
         assert np.isfinite(adata.obsm[f"{key}_umap"]).all()
@@ -74,6 +72,31 @@ def test_embeddings_computes_and_stores_both_umaps(adata, tmp_path):
         for kind in ("connectivities", "distances"):
             assert adata.obsp[f"{key}_neighbors_{kind}"].shape == (adata.n_obs, adata.n_obs)
         assert f"{key}_umap" in adata.uns
+    assert set(adata.obsm) - before == {f"{key}_umap" for key in KEYS}
+    assert "X_umap" not in adata.obsm and "neighbors" not in adata.uns
+    # The background UMAP keeps the three cell types apart, the salient one the conditions:
+    # each cell's nearest UMAP neighbour shares its label far more often than by chance.
+    for key, label in (("X_compvi_background", "cell_type"), ("X_compvi_salient", "condition")):
+        points = adata.obsm[f"{key}_umap"]
+        distances = np.linalg.norm(points[:, None] - points[None], axis=-1)
+        np.fill_diagonal(distances, np.inf)
+        labels = adata.obs[label].to_numpy()
+        assert (labels[distances.argmin(1)] == labels).mean() > 0.8
+
+
+def test_tl_umap_names_the_missing_representation_and_writes_nothing(adata):
+    del adata.obsm["X_compvi_salient"]
+    with pytest.raises(KeyError, match=r"no 'X_compvi_salient'.*representation_kind='salient'"):
+        compvi.tl.umap(adata)
+    assert not any(key.endswith("_umap") for key in adata.obsm)
+    assert not any(key.endswith(("_neighbors", "_umap")) for key in adata.uns)
+
+
+def test_embeddings_draws_the_stored_umaps_and_writes_nothing(adata, tmp_path):
+    sentinels = with_sentinels(adata)
+    path = tmp_path / "embeddings.png"
+    uns_before, obsm_before = set(adata.uns), set(adata.obsm)
+    fig = compvi.pl.embeddings(adata, color=["condition", "cell_type"], save=path, show=False)
     panels = fig.axes[:4]
     assert [ax.get_title() for ax in panels] == [
         "background: condition",
@@ -82,47 +105,30 @@ def test_embeddings_computes_and_stores_both_umaps(adata, tmp_path):
         "salient: cell_type",
     ]
     for ax, key in zip(panels, KEYS * 2, strict=True):
-        np.testing.assert_allclose(
-            plotted_points(ax), sorted_rows(adata.obsm[f"{key}_umap"]), rtol=1e-6
-        )
+        np.testing.assert_allclose(plotted_points(ax), sorted_rows(sentinels[key]), rtol=1e-6)
+        assert (ax.get_xlabel(), ax.get_ylabel()) == ("UMAP1", "UMAP2")
+    for key in KEYS:
+        np.testing.assert_array_equal(adata.obsm[f"{key}_umap"], sentinels[key])
+    assert set(adata.obsm) == obsm_before
+    # scanpy stores the colours of the categorical columns it draws, and nothing else.
+    assert set(adata.uns) - uns_before == {"condition_colors", "cell_type_colors"}
     assert path.stat().st_size > 5_000
     plt.close(fig)
 
-    stored = {key: adata.obsm[f"{key}_umap"].copy() for key in KEYS}
-    del adata.uns["X_compvi_salient_neighbors"]
-    plt.close(compvi.pl.embeddings(adata, color="condition", show=False))
-    assert "X_compvi_salient_neighbors" not in adata.uns
-    for key in KEYS:
-        np.testing.assert_array_equal(adata.obsm[f"{key}_umap"], stored[key])
 
-
-def test_embeddings_reuses_stored_umaps(adata):
-    sentinels = with_sentinels(adata)
+def test_embeddings_of_a_gene_adds_colourbars_after_the_panels(adata):
+    with_sentinels(adata)
     fig = compvi.pl.embeddings(adata, color="gene2", show=False)
-    assert not any(key.endswith("_neighbors") for key in adata.uns)
-    background, salient = fig.axes[:2]
-    assert background.get_title() == "background: gene2"
-    assert salient.get_title() == "salient: gene2"
-    for ax, key in ((background, KEYS[0]), (salient, KEYS[1])):
-        np.testing.assert_array_equal(adata.obsm[f"{key}_umap"], sentinels[key])
-        np.testing.assert_allclose(plotted_points(ax), sorted_rows(sentinels[key]), rtol=1e-6)
-        assert (ax.get_xlabel(), ax.get_ylabel()) == ("UMAP1", "UMAP2")
-    # A gene is a continuous colour: each panel gets a colourbar after the panels.
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["background: gene2", "salient: gene2"]
     assert len(fig.axes) == 4
     plt.close(fig)
 
 
-def test_embeddings_recompute_replaces_stored_umaps(adata):
-    sentinels = with_sentinels(adata)
-    plt.close(compvi.pl.embeddings(adata, color="condition", recompute=True, show=False))
-    for key in KEYS:
-        assert adata.obsm[f"{key}_umap"].shape == (adata.n_obs, 2)
-        assert not np.allclose(adata.obsm[f"{key}_umap"], sentinels[key])
-        assert f"{key}_neighbors" in adata.uns
-
-
 def test_embeddings_errors_name_what_is_missing(adata):
     open_figures = plt.get_fignums()
+    with pytest.raises(KeyError, match=r"no 'X_compvi_background_umap'.*compvi\.tl\.umap\("):
+        compvi.pl.embeddings(adata, color="condition", show=False)
+    with_sentinels(adata)
     del adata.obsm["X_compvi_background"]
     with pytest.raises(
         KeyError,
@@ -130,14 +136,6 @@ def test_embeddings_errors_name_what_is_missing(adata):
         r"representation_kind='background'\)",
     ):
         compvi.pl.embeddings(adata, color="condition", show=False)
-    with pytest.raises(KeyError, match=r"no 'X_latent'.*representation_kind='salient'"):
-        compvi.pl.embeddings(
-            adata,
-            color="condition",
-            background_key="X_compvi_salient",
-            salient_key="X_latent",
-            show=False,
-        )
     with pytest.raises(KeyError, match=r"Cannot colour by 'perturbation'"):
         compvi.pl.embeddings(adata, color=["condition", "perturbation"], show=False)
     with pytest.raises(ValueError, match="color must name at least one"):
@@ -148,7 +146,7 @@ def test_embeddings_errors_name_what_is_missing(adata):
 
 def test_more_cells_than_scanpys_approximate_neighbour_threshold():
     # Above 4,096 cells scanpy switches to approximate neighbours, whose sparse output broke
-    # on SciPy sparse arrays; the plot must still draw.
+    # on SciPy sparse arrays; the UMAPs must still be computed and drawn.
     rng = np.random.default_rng(1)
     n_cells = 4200
     big = ad.AnnData(
@@ -158,6 +156,7 @@ def test_more_cells_than_scanpys_approximate_neighbour_threshold():
     big.obs_names = [f"c{i}" for i in range(n_cells)]
     for key in KEYS:
         big.obsm[key] = rng.normal(size=(n_cells, 3))
+    compvi.tl.umap(big)
     fig = compvi.pl.embeddings(big, color="condition", show=False)
     for key in KEYS:
         assert big.obsm[f"{key}_umap"].shape == (n_cells, 2)

@@ -8,7 +8,7 @@ import torch
 from scipy.stats import multivariate_normal
 from torch.distributions import Normal
 
-from compvi._priors import (
+from compvi.module._priors import (
     ConditionalPrior,
     MixturePrior,
     SparsePrior,

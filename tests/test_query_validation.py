@@ -17,8 +17,8 @@ import scvi
 from scipy import sparse
 
 import compvi
-from compvi._responders import score_perturbations
 from compvi.data import simulate_screen
+from compvi.model._responders import score_perturbations
 
 
 def assert_untouched(adata, before):

@@ -121,6 +121,10 @@ def test_counts_at_the_int32_limit_are_accepted(screen):
     x[4, 2] = 2**31 - 1
     screen.X = x
     setup(screen)
+    # Registered as given: the largest count reaches the model unchanged.
+    model = small_model(screen)
+    counts = model.adata_manager.get_from_registry(compvi._constants.REGISTRY_KEYS.X_KEY)
+    assert counts[4, 2] == 2**31 - 1 and counts.max() == 2**31 - 1
 
 
 @pytest.mark.parametrize("scale", [1.0, 0.05])

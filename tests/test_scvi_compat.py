@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import compvi
-from compvi._scvi_compat import batch_codes, fdr_de_prediction, read_saved_model
+from compvi.model._scvi_compat import batch_codes, fdr_de_prediction, read_saved_model
 
 
 def test_fdr_flags_the_longest_prefix_whose_expected_fdr_is_within_target():

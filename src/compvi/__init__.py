@@ -4,10 +4,26 @@ from __future__ import annotations
 
 from importlib.metadata import version
 
-from . import data, metrics, pl
-from ._model import ComparativeVI
-from ._perturbation_scores import PerturbationScores
+from . import data, dataloaders, metrics, model, module, pl, tl, train
+from .dataloaders import ComparativeDataSplitter
+from .model import ComparativeVI, PerturbationScores
+from .module import ComparativeVAE
+from .train import ComparativeTrainingPlan
 
-__all__ = ["ComparativeVI", "PerturbationScores", "data", "metrics", "pl"]
+__all__ = [
+    "ComparativeDataSplitter",
+    "ComparativeTrainingPlan",
+    "ComparativeVAE",
+    "ComparativeVI",
+    "PerturbationScores",
+    "data",
+    "dataloaders",
+    "metrics",
+    "model",
+    "module",
+    "pl",
+    "tl",
+    "train",
+]
 
 __version__ = version("compvi")

@@ -31,3 +31,28 @@ REPRESENTATION_KINDS = ("salient", "background")
 EXPRESSION_KINDS = ("full", "background")
 DE_REFERENCES = ("counterfactual", "control")
 DE_MODES = ("change", "vanilla")
+
+
+class _ConstraintNames(NamedTuple):
+    LEAKAGE: str = "leakage"
+    DEPENDENCE: str = "dependence"
+    BACKGROUND_SHIFT: str = "background_shift"
+    EDGES: str = "edges"
+
+
+CONSTRAINTS = _ConstraintNames()
+
+# What each constraint bounds, for error messages and the end-of-training advice.
+CONSTRAINT_MEANINGS = {
+    CONSTRAINTS.LEAKAGE: "salient energy of control cells relative to perturbed cells",
+    CONSTRAINTS.DEPENDENCE: "normalized HSIC between the background and salient spaces",
+    CONSTRAINTS.BACKGROUND_SHIFT: "normalized HSIC between the background and the condition",
+    CONSTRAINTS.EDGES: "expected number of edges per perturbation of the sparse prior",
+}
+
+# Default bounds, each in its measure's scale-free units (see compvi.module._measures).
+DEFAULT_BOUNDS = {
+    CONSTRAINTS.LEAKAGE: 0.02,
+    CONSTRAINTS.DEPENDENCE: 0.01,
+    CONSTRAINTS.BACKGROUND_SHIFT: 0.002,
+}

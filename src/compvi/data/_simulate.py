@@ -12,6 +12,14 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import sparse
 
+from ._checks import (
+    check_graph,
+    check_positive_int,
+    check_positive_real,
+    check_scale_range,
+    check_strengths,
+)
+
 MIXINGS = ("leaky_relu", "linear", "tanh")
 _SALIENT_DISTRIBUTIONS = ("gaussian", "mixture")
 
@@ -191,18 +199,18 @@ def simulate_screen(
         ("n_batches", n_batches),
         ("n_salient_components", n_salient_components),
     ):
-        _check_positive_int(value, name)
+        check_positive_int(value, name)
     if not (isinstance(control_fraction, Real) and 0 < control_fraction < 1):
         raise ValueError(
             f"control_fraction must be a number strictly between 0 and 1, "
             f"got {control_fraction!r}; e.g. control_fraction=0.3."
         )
-    strengths = _check_strengths(perturbation_strength, n_perturbations)
+    strengths = check_strengths(perturbation_strength, n_perturbations)
     if mixing not in MIXINGS:
         raise ValueError(f"mixing must be one of {MIXINGS}, got {mixing!r}.")
-    _check_positive_real(mean_library_size, "mean_library_size")
-    _check_positive_real(dispersion, "dispersion")
-    scale_range = _check_scale_range(salient_scale_range)
+    check_positive_real(mean_library_size, "mean_library_size")
+    check_positive_real(dispersion, "dispersion")
+    scale_range = check_scale_range(salient_scale_range)
     if salient_distribution not in _SALIENT_DISTRIBUTIONS:
         raise ValueError(
             f"salient_distribution must be one of {_SALIENT_DISTRIBUTIONS}, "
@@ -216,7 +224,7 @@ def simulate_screen(
                 "graph sets which factors each perturbation's Gaussian moves. Pass "
                 "salient_graph=None for the mixture, or salient_distribution='gaussian'."
             )
-        graph = _check_graph(salient_graph, n_perturbations, n_salient_latent)
+        graph = check_graph(salient_graph, n_perturbations, n_salient_latent)
     if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
 
@@ -420,72 +428,3 @@ def _mix(
     h += rng.standard_normal(n_hidden)
     h = np.where(h > 0, h, _LEAKY_SLOPE * h) if mixing == "leaky_relu" else np.tanh(h)
     return h @ rng.standard_normal((n_hidden, n_genes))
-
-
-def _check_positive_int(value: object, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-
-
-def _check_positive_real(value: object, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, Real) or not 0 < value < np.inf:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
-
-
-def _check_scale_range(scale_range: object) -> tuple[float, float]:
-    message = (
-        "salient_scale_range must be a pair (low, high) of finite numbers with "
-        f"0 < low <= high, got {scale_range!r}; e.g. salient_scale_range=(0.5, 1.5)."
-    )
-    try:
-        values = np.asarray(scale_range, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(message) from None
-    if values.shape != (2,) or not (np.isfinite(values[1]) and 0 < values[0] <= values[1]):
-        raise ValueError(message)
-    return float(values[0]), float(values[1])
-
-
-def _check_graph(graph: ArrayLike, n_perturbations: int, n_salient_latent: int) -> np.ndarray:
-    try:
-        values = np.asarray(graph, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(
-            "salient_graph must be a 0/1 array of shape (n_perturbations, n_salient_latent), "
-            f"got {graph!r}."
-        ) from None
-    if values.shape != (n_perturbations, n_salient_latent):
-        raise ValueError(
-            f"salient_graph must have one row per perturbation and one column per salient "
-            f"factor, shape (n_perturbations, n_salient_latent) = ({n_perturbations}, "
-            f"{n_salient_latent}), got shape {values.shape}."
-        )
-    if not np.isin(values, (0, 1)).all():
-        raise ValueError(
-            "salient_graph must contain only 0 (no edge) and 1 (edge), got the values "
-            f"{np.unique(values).tolist()}; threshold edge probabilities first, e.g. "
-            "(probabilities > 0.5).astype(int)."
-        )
-    return values.astype(np.int64)
-
-
-def _check_strengths(strength: float | Sequence[float], n_perturbations: int) -> np.ndarray:
-    try:
-        values = np.asarray(strength, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"perturbation_strength must be a number or a sequence of numbers, got {strength!r}."
-        ) from None
-    if values.ndim == 0:
-        values = np.full(n_perturbations, values)
-    elif values.shape != (n_perturbations,):
-        raise ValueError(
-            f"perturbation_strength must be a number or a sequence with one value per "
-            f"perturbation (n_perturbations={n_perturbations}), got {len(values)} values."
-        )
-    if not (np.isfinite(values).all() and (values >= 0).all()):
-        raise ValueError(
-            f"perturbation_strength must be finite and non-negative (0 for a null "
-            f"perturbation), got {values.tolist()}."
-        )
-    return values

@@ -8,12 +8,14 @@ from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import train_test_split
 from sklearn.neighbors import KNeighborsRegressor
 
+from .._docstrings import doc
 from ._validation import as_matrix, check_same_rows
 
 # Below this, a held-out split leaves too few rows to score an affine fit.
 MIN_ROWS = 10
 
 
+@doc.dedent
 def affine_r2(
     true: ArrayLike,
     learned: ArrayLike,
@@ -42,14 +44,11 @@ def affine_r2(
     learned
         Learned representation of the same cells, ``(n_cells, d_learned)``; a 1-D array is
         one column.
-    test_size
-        Fraction of the rows held out for scoring, in (0, 1).
-    random_state
-        Seed of the train/test split.
+    %(held_out_split)s
 
     Returns
     -------
-    Mean held-out :math:`R^2` over the non-constant columns of ``true``; at most 1.
+    %(held_out_r2)s
 
     Examples
     --------
@@ -63,6 +62,7 @@ def affine_r2(
     return _held_out_r2(LinearRegression(), true, learned, test_size, random_state)
 
 
+@doc.dedent
 def knn_r2(
     true: ArrayLike,
     learned: ArrayLike,
@@ -88,14 +88,11 @@ def knn_r2(
         Learned representation of the same cells, ``(n_cells, d_learned)``.
     n_neighbors
         Neighbours averaged per prediction.
-    test_size
-        Fraction of the rows held out for scoring, in (0, 1).
-    random_state
-        Seed of the train/test split.
+    %(held_out_split)s
 
     Returns
     -------
-    Mean held-out :math:`R^2` over the non-constant columns of ``true``; at most 1.
+    %(held_out_r2)s
 
     Examples
     --------

@@ -10,6 +10,7 @@ from numpy.typing import ArrayLike
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import rankdata
 
+from .._docstrings import doc
 from ._validation import as_matrix, check_same_rows
 
 METHODS = ("pearson", "spearman")
@@ -18,6 +19,7 @@ METHODS = ("pearson", "spearman")
 _MIN_ROWS = 3
 
 
+@doc.dedent
 def mcc(
     true: ArrayLike,
     learned: ArrayLike,
@@ -42,9 +44,7 @@ def mcc(
 
     Parameters
     ----------
-    true
-        Ground-truth latent, ``(n_cells, d_true)``; a 1-D array is one column. No column
-        may be constant.
+    %(true_factors)s
     learned
         Learned representation of the same cells, ``(n_cells, d_learned)`` with
         ``d_learned >= d_true``. A constant learned column carries no information and
@@ -70,6 +70,7 @@ def mcc(
     return float(matched_corr.mean())
 
 
+@doc.dedent
 def match_factors(
     true: ArrayLike,
     learned: ArrayLike,
@@ -87,9 +88,7 @@ def match_factors(
 
     Parameters
     ----------
-    true
-        Ground-truth latent, ``(n_cells, d_true)``; a 1-D array is one column. No column
-        may be constant.
+    %(true_factors)s
     learned
         Learned representation of the same cells, ``(n_cells, d_learned)`` with
         ``d_learned >= d_true``.
@@ -114,6 +113,7 @@ def match_factors(
     return matching
 
 
+@doc.dedent
 def random_rotation_floor(
     true: ArrayLike,
     *,

@@ -11,18 +11,17 @@ import scanpy as sc
 from anndata import AnnData
 from matplotlib.figure import Figure
 
+from .._docstrings import doc
 from ._utils import _embedding, _finish
 
 
+@doc.dedent
 def embeddings(
     adata: AnnData,
     *,
     color: str | Sequence[str],
     salient_key: str = "X_compvi_salient",
     background_key: str = "X_compvi_background",
-    n_neighbors: int = 15,
-    recompute: bool = False,
-    random_state: int = 0,
     show: bool | None = None,
     save: str | Path | None = None,
     **kwargs: Any,
@@ -43,16 +42,7 @@ def embeddings(
         Key of the salient representation in ``adata.obsm``.
     background_key
         Key of the background representation in ``adata.obsm``.
-    n_neighbors
-        Neighbours of the exact kNN graph (scikit-learn) the UMAP is computed from.
-    recompute
-        Compute the UMAPs again even if ``adata.obsm`` already holds them.
-    random_state
-        Seed of the neighbour search and of the UMAP.
-    show
-        Show the figure; ``None`` shows it unless ``save`` is given, as scanpy does.
-    save
-        Write the figure to this path.
+    %(show_save)s
     **kwargs
         Passed to :func:`scanpy.pl.embedding`, e.g. ``size``, ``palette``, ``legend_loc``.
 
@@ -61,21 +51,16 @@ def embeddings(
     The figure. Its first ``2 * len(color)`` axes are the panels, row by row (background
     left, salient right); colourbars of continuous colours come after them.
 
+    Raises
+    ------
+    KeyError
+        ``adata.obsm`` lacks a representation or its UMAP (run :func:`compvi.tl.umap`
+        first), or ``color`` names neither an obs column nor a gene.
+
     Notes
     -----
-    For each ``key`` of ``background_key`` and ``salient_key`` whose UMAP is computed, this
-    writes to ``adata``:
-
-    - ``obsm[f"{key}_umap"]``: the UMAP coordinates, ``(n_cells, 2)``;
-    - ``uns[f"{key}_umap"]``: the UMAP parameters;
-    - ``uns[f"{key}_neighbors"]``, ``obsp[f"{key}_neighbors_connectivities"]`` and
-      ``obsp[f"{key}_neighbors_distances"]``: the kNN graph, from
-      :func:`scanpy.pp.neighbors`.
-
-    A UMAP already in ``obsm[f"{key}_umap"]`` is reused, and nothing is written for it,
-    unless ``recompute=True``. As with any scanpy plot, colouring by a column of strings
-    turns it into a categorical column, and colours of categories are stored in
-    ``uns[f"{color}_colors"]``.
+    Colouring by a column of strings turns it into a categorical column and stores the
+    colours of its categories in ``uns[f"{color}_colors"]``, as any scanpy plot does.
 
     """
     colors = [color] if isinstance(color, str) else list(color)
@@ -86,24 +71,11 @@ def embeddings(
     spaces = {"background": background_key, "salient": salient_key}
     for kind, key in spaces.items():
         _embedding(adata, key, kind)
-    for key in spaces.values():
-        if recompute or f"{key}_umap" not in adata.obsm:
-            # Exact neighbours: latent spaces have few dimensions, so they are fast, and
-            # scanpy 1.11's approximate (pynndescent) path above 4,096 cells fails with
-            # SciPy >= 1.15 sparse arrays ("'csr_array' object has no attribute 'getnnz'").
-            sc.pp.neighbors(
-                adata,
-                use_rep=key,
-                n_neighbors=n_neighbors,
-                random_state=random_state,
-                transformer="sklearn",
-                key_added=f"{key}_neighbors",
-            )
-            sc.tl.umap(
-                adata,
-                neighbors_key=f"{key}_neighbors",
-                key_added=f"{key}_umap",
-                random_state=random_state,
+    for kind, key in spaces.items():
+        if f"{key}_umap" not in adata.obsm:
+            raise KeyError(
+                f"adata.obsm has no {key + '_umap'!r}, the UMAP of the {kind} space. Run "
+                f"compvi.tl.umap(adata, {kind}_key={key!r}) first."
             )
     fig, axes = plt.subplots(
         len(colors), 2, figsize=(10, 4.2 * len(colors)), squeeze=False, layout="constrained"

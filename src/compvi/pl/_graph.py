@@ -11,12 +11,14 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
 
+from .._docstrings import doc
 from ._utils import _finish
 
 # Outlines must stand out on both ends of a sequential colormap, unlike black or white.
 _EDGE_COLOR = "tab:red"
 
 
+@doc.dedent
 def perturbation_graph(
     graph: pd.DataFrame,
     *,
@@ -46,10 +48,7 @@ def perturbation_graph(
         Write each probability, to two decimals, in its cell.
     ax
         Axes to draw into (e.g. a panel of a larger figure); ``None`` makes a new figure.
-    show
-        Show the figure; ``None`` shows it unless ``save`` is given, as scanpy does.
-    save
-        Write the figure to this path.
+    %(show_save)s
 
     Returns
     -------

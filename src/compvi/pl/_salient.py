@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from scipy.cluster.hierarchy import dendrogram, linkage
 from scipy.spatial.distance import pdist, squareform
 
+from .._docstrings import doc
 from ._utils import _embedding, _finish
 
 _SIMILARITY_LABELS = {
@@ -24,6 +25,7 @@ _SIMILARITY_LABELS = {
 }
 
 
+@doc.dedent
 def salient_heatmap(
     adata: AnnData,
     *,
@@ -31,6 +33,7 @@ def salient_heatmap(
     salient_key: str = "X_compvi_salient",
     control_category: str | Sequence[str] | None = None,
     cmap: str = "RdBu_r",
+    ax: Axes | None = None,
     show: bool | None = None,
     save: str | Path | None = None,
 ) -> Axes:
@@ -42,22 +45,16 @@ def salient_heatmap(
 
     Parameters
     ----------
-    adata
-        AnnData with the salient representation in :attr:`~anndata.AnnData.obsm`.
-    groupby
-        Column of ``adata.obs`` that groups the cells.
-    salient_key
-        Key of the salient representation in ``adata.obsm``.
+    %(salient_groups)s
     control_category
         Label or labels of the control cells in ``adata.obs[groupby]``. If given, each row is
         the shift of a group's mean from the mean of all control cells, and the control rows
         are left out.
     cmap
         A diverging colormap.
-    show
-        Show the figure; ``None`` shows it unless ``save`` is given, as scanpy does.
-    save
-        Write the figure to this path.
+    ax
+        Axes to draw into; ``None`` makes a figure sized to the table.
+    %(show_save)s
 
     Returns
     -------
@@ -67,9 +64,11 @@ def salient_heatmap(
     """
     means = _group_means(adata, groupby, salient_key, control_category)
     n_groups, n_factors = means.shape
-    fig, ax = plt.subplots(
-        figsize=(1.5 + 0.45 * n_factors, 1.2 + 0.3 * n_groups), layout="constrained"
-    )
+    if ax is None:
+        _, ax = plt.subplots(
+            figsize=(1.5 + 0.45 * n_factors, 1.2 + 0.3 * n_groups), layout="constrained"
+        )
+    fig = ax.figure
     vmax = float(np.abs(means.to_numpy()).max()) or 1.0
     image = ax.imshow(means.to_numpy(), cmap=cmap, vmin=-vmax, vmax=vmax, aspect="auto")
     ax.set_xticks(range(n_factors), means.columns)
@@ -81,6 +80,7 @@ def salient_heatmap(
     return ax
 
 
+@doc.dedent
 def perturbation_clustermap(
     adata: AnnData,
     *,
@@ -100,12 +100,7 @@ def perturbation_clustermap(
 
     Parameters
     ----------
-    adata
-        AnnData with the salient representation in :attr:`~anndata.AnnData.obsm`.
-    groupby
-        Column of ``adata.obs`` that groups the cells.
-    salient_key
-        Key of the salient representation in ``adata.obsm``.
+    %(salient_groups)s
     control_category
         Label or labels of the control cells in ``adata.obs[groupby]``. If given, each
         group's mean is shifted by the mean of all control cells, and the controls are left
@@ -118,10 +113,7 @@ def perturbation_clustermap(
         the distance itself for ``"euclidean"``, which has no natural similarity.
     method
         Linkage method of :func:`scipy.cluster.hierarchy.linkage`.
-    show
-        Show the figure; ``None`` shows it unless ``save`` is given, as scanpy does.
-    save
-        Write the figure to this path.
+    %(show_save)s
 
     Returns
     -------

@@ -8,16 +8,18 @@ from typing import TYPE_CHECKING
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from .._constraints import CONSTRAINTS, DEFAULT_BOUNDS
+from .._constants import CONSTRAINTS, DEFAULT_BOUNDS
+from .._docstrings import doc
 from ._utils import _finish
 
 if TYPE_CHECKING:
-    from .._model import ComparativeVI
+    from ..model import ComparativeVI
 
 # The edge bound has a panel of its own (it is annealed, and counts edges).
 _SPACE_CONSTRAINTS = (CONSTRAINTS.LEAKAGE, CONSTRAINTS.DEPENDENCE, CONSTRAINTS.BACKGROUND_SHIFT)
 
 
+@doc.dedent
 def training_diagnostics(
     model: ComparativeVI,
     *,
@@ -39,10 +41,7 @@ def training_diagnostics(
     ----------
     model
         A trained :class:`~compvi.ComparativeVI`.
-    show
-        Show the figure; ``None`` shows it unless ``save`` is given, as scanpy does.
-    save
-        Write the figure to this path.
+    %(show_save)s
 
     Returns
     -------

@@ -12,8 +12,7 @@ from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch.distributions import Distribution, Normal, Poisson
 from torch.distributions import kl_divergence as kl
 
-from ._constants import GENE_LIKELIHOODS, REGISTRY_KEYS
-from ._constraints import CONSTRAINTS
+from .._constants import CONSTRAINTS, GENE_LIKELIHOODS, REGISTRY_KEYS
 from ._measures import label_dependence, masked_mean, relative_leakage, space_dependence
 from ._networks import PiecewiseAffineDecoder, SharedTrunkEncoder
 from ._priors import make_salient_prior
@@ -65,9 +64,9 @@ class ComparativeVAE(BaseModuleClass):
     prior
         Prior of the salient latent of perturbed cells, one of
         :data:`~compvi._constants.PRIORS`: ``"normal"`` (standard normal), ``"mixture"``
-        (:class:`~compvi._priors.MixturePrior`), ``"conditional"``
-        (:class:`~compvi._priors.ConditionalPrior`) or ``"sparse"``
-        (:class:`~compvi._priors.SparsePrior`).
+        (:class:`~compvi.module._priors.MixturePrior`), ``"conditional"``
+        (:class:`~compvi.module._priors.ConditionalPrior`) or ``"sparse"``
+        (:class:`~compvi.module._priors.SparsePrior`).
     n_prior_components
         Number of components of the mixture prior.
     mask_temperature
@@ -310,16 +309,15 @@ class ComparativeVAE(BaseModuleClass):
         inference_outputs: dict,
         generative_outputs: dict,
         kl_weight: float | torch.Tensor = 1.0,
-        control_weight: float | torch.Tensor = 0.5,
-        leakage_weight: float | torch.Tensor = 0.0,
         gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> LossOutput:
-        """Negative ELBO of control and perturbed cells, combined, plus a leakage penalty.
+        """Return the two groups' objectives and the measures the constraints bound.
 
-        ``loss = 2 * (w * L_control + (1 - w) * L_perturbed) + leakage_weight * R`` where
-        ``L_*`` is the mean negative ELBO of each group in the minibatch and ``w`` is
-        ``control_weight`` (0.5 adds the two objectives). The per-group objectives and the
-        leakage are returned in ``extra_metrics`` so a training plan can re-weight them.
+        ``loss`` is ``L_control + L_perturbed``, the mean negative ELBO of each group in the
+        minibatch, added (what validation reports). ``extra_metrics`` holds each group's
+        objective (``loss_control``, ``loss_perturbed``) and every measure named in
+        :data:`~compvi._constants.CONSTRAINTS` (those of the salient prior included): the
+        training plan alone weighs the objectives and adds the constraints' penalties.
 
         ``gather``, under distributed training, stacks a tensor's rows from every process
         (differentiably), so that the measures that are statistics of the whole minibatch
@@ -350,12 +348,8 @@ class ComparativeVAE(BaseModuleClass):
         measures = self._minibatch_measures(
             inference_outputs, tensors[REGISTRY_KEYS.CONDITION_KEY], gather
         )
-        loss = (
-            2 * (control_weight * loss_control + (1 - control_weight) * loss_perturbed)
-            + leakage_weight * measures[CONSTRAINTS.LEAKAGE]
-        )
         return LossOutput(
-            loss=loss,
+            loss=loss_control + loss_perturbed,
             reconstruction_loss=reconstruction,
             kl_local={
                 "kl_background": kl_background,
@@ -369,12 +363,3 @@ class ComparativeVAE(BaseModuleClass):
                 **self.salient_prior.measures(),
             },
         )
-
-    @torch.inference_mode()
-    def sample(self, tensors: dict[str, torch.Tensor], n_samples: int = 1) -> torch.Tensor:
-        """Draw counts from the posterior predictive of the cells in ``tensors``."""
-        _, generative_outputs = self.forward(
-            tensors, inference_kwargs={"n_samples": n_samples}, compute_loss=False
-        )
-        px = generative_outputs["px"]
-        return px.sample().cpu()

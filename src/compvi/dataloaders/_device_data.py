@@ -1,14 +1,14 @@
 """Registered data held on the training device, with minibatches gathered there by index.
 
-On a GPU the host-side loader sets the pace: every step indexes AnnData rows, densifies them
-and copies them. When the registered data fit on the device, :class:`DeviceData` holds them
-there once (sparse counts as CSR: row pointers, column indices and values; dense counts as a
-dense tensor) and every minibatch is gathered and densified on the device, by row index.
-The loaders here draw their rows from the same :class:`~compvi._data_loading.ShardedBatchSampler`
-as the host loaders, so a seeded run sees the same minibatches on either path. The gather is
-plain torch, the same on any device, and CI tests it on CPU tensors; on a CPU the default
-path densifies sparse rows with scipy instead, which is faster there (see
-:class:`DeviceData`'s ``sparse_gather``).
+On a GPU the host-side loader sets the pace: every step indexes AnnData rows, densifies
+them and copies them. When the registered data fit on the device, :class:`DeviceData` holds
+them there once (sparse counts as CSR: row pointers, column indices and values; dense
+counts as a dense tensor) and every minibatch is gathered and densified on the device, by
+row index. The loaders here draw their rows from the same
+:class:`~compvi.dataloaders._paired.ShardedBatchSampler` as the host loaders, so a seeded
+run sees the same minibatches on either path. The gather is plain torch, the same on any
+device, and CI tests it on CPU tensors; on a CPU the default path densifies sparse rows
+with scipy instead, which is faster there (see :class:`DeviceData`'s ``sparse_gather``).
 
 The row counts of each minibatch's sparse rows are known on the host (a copy of the row
 pointers stays there), so gathering needs no device-to-host synchronisation; the row order
@@ -18,7 +18,7 @@ of a whole pass is copied to the device once per pass.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,8 +29,7 @@ from scipy import sparse
 from scvi.data import AnnDataManager
 from scvi.data._utils import registry_key_to_default_dtype
 
-from ._constants import DATA_SOURCES, REGISTRY_KEYS
-from ._data_loading import InOrderDataLoader, paired_samplers
+from .._constants import REGISTRY_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +198,7 @@ def choose_data_path(
     )
 
 
-def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     """One array as a tensor on ``device``; on CPU it shares the array's memory."""
     tensor = torch.from_numpy(np.ascontiguousarray(array))
     if device.type == "cuda" and tensor.nbytes <= PINNED_COPY_BYTES:
@@ -264,13 +263,13 @@ class DeviceData:
             values = data.to_numpy() if isinstance(data, pd.DataFrame) else np.asarray(data)
             if rows is not None:
                 values = values[rows]
-            self.fields[key] = _to_device(values.astype(dtype, copy=False), self.device)
+            self.fields[key] = to_device(values.astype(dtype, copy=False), self.device)
 
     def _hold_counts(self, counts, dtype: type, rows: np.ndarray | None) -> None:
         self.dense = self.host_counts = None
         if not sparse.issparse(counts):
             dense = np.asarray(counts) if rows is None else np.asarray(counts)[rows]
-            self.dense = _to_device(dense.astype(dtype, copy=False), self.device)
+            self.dense = to_device(dense.astype(dtype, copy=False), self.device)
             self.n_genes = dense.shape[1]
             return
         csr = sparse.csr_matrix(counts) if counts.format != "csr" else counts
@@ -288,9 +287,9 @@ class DeviceData:
         if self.sparse_gather == "scipy":
             self.host_counts = csr
             return
-        self.row_pointers = _to_device(self.host_row_pointers, self.device)
-        self.columns = _to_device(csr.indices, self.device)
-        self.values = _to_device(csr.data, self.device)
+        self.row_pointers = to_device(self.host_row_pointers, self.device)
+        self.columns = to_device(csr.indices, self.device)
+        self.values = to_device(csr.data, self.device)
 
     def release(self) -> None:
         """Drop the held tensors (loaders that still refer to this object then fail)."""
@@ -342,182 +341,3 @@ class DeviceData:
         # Canonical CSR: each (cell, gene) is written once, so no accumulation is needed.
         dense.index_copy_(0, flat, self.values.index_select(0, entries))
         return dense.view(n_cells, self.n_genes)
-
-
-def _draw_as_a_data_loader_does() -> None:
-    """Draw what :class:`torch.utils.data.DataLoader` draws from torch's global generator.
-
-    Every ``iter()`` of a DataLoader draws one number (its workers' base seed) from the
-    global CPU generator, which dropout and posterior samples on CPU draw from too. Drawing
-    it here, where the host loader would, keeps seeded runs on either path identical.
-    """
-    torch.empty((), dtype=torch.int64).random_()
-
-
-class _Pass:
-    """The minibatches of one pass over a group: rows copied to the device once."""
-
-    def __init__(self, data: DeviceData, batches: list[np.ndarray]) -> None:
-        if not batches:  # no cells asked for
-            self.steps = []
-            return
-        order = np.concatenate(batches).astype(np.int64, copy=False)
-        bounds = np.concatenate([[0], np.cumsum([len(batch) for batch in batches])])
-        rows = _to_device(order, data.device)
-        nonzeros = data.nonzeros(order, bounds)
-        self.steps = [
-            (rows[start:stop], int(count))
-            for start, stop, count in zip(bounds[:-1], bounds[1:], nonzeros, strict=True)
-        ]
-
-
-class DevicePairedLoader:
-    """Paired control and perturbed minibatches gathered from device-resident data.
-
-    Draws the same minibatches, in the same order, as
-    :class:`~compvi._data_loading.PairedDataLoader` with the same arguments and seed
-    (through the same :class:`~compvi._data_loading.ShardedBatchSampler`, sharded under
-    distributed training: every process holds the data and gathers its own shard), and
-    yields the same dicts of registry tensors, already on the device. Counts are always
-    dense.
-
-    Parameters
-    ----------
-    data
-        The held data.
-    control_indices, perturbed_indices
-        Row indices of control and perturbed cells (rows of ``data``); both non-empty.
-    batch_size
-        Cells per group in each minibatch (on each process).
-    shuffle
-        Reshuffle each group at every pass.
-    drop_last
-        Drop each group's last incomplete minibatch.
-    rank, world_size
-        This process's rank and the number of processes of distributed training.
-
-    """
-
-    def __init__(
-        self,
-        data: DeviceData,
-        control_indices: Sequence[int],
-        perturbed_indices: Sequence[int],
-        *,
-        batch_size: int = 128,
-        shuffle: bool = False,
-        drop_last: bool = False,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        self.data = data
-        self.samplers = paired_samplers(
-            {DATA_SOURCES.CONTROL: control_indices, DATA_SOURCES.PERTURBED: perturbed_indices},
-            batch_size,
-            shuffle=shuffle,
-            drop_last=drop_last,
-            rank=rank,
-            world_size=world_size,
-        )
-
-    def __len__(self) -> int:
-        return max(len(sampler) for sampler in self.samplers.values())
-
-    def __iter__(self) -> Iterator[dict[str, dict[str, torch.Tensor]]]:
-        # As the host loader: each group starts a pass at the epoch's first step, and the
-        # smaller group a new one whenever it runs out.
-        for _ in self.samplers:
-            _draw_as_a_data_loader_does()
-        steps: dict[str, Iterator | None] = dict.fromkeys(self.samplers)
-        for _ in range(len(self)):
-            batch = {}
-            for name, sampler in self.samplers.items():
-                step = None if steps[name] is None else next(steps[name], None)
-                if step is None:
-                    if steps[name] is not None:  # a restart within the epoch
-                        _draw_as_a_data_loader_does()
-                    steps[name] = iter(_Pass(self.data, sampler.next_pass()).steps)
-                    step = next(steps[name])
-                batch[name] = self.data.gather(*step)
-            yield batch
-
-
-class DeviceInOrderLoader:
-    """Minibatches of the chosen cells, in the order given, from device-resident data.
-
-    The distinct cells asked for (all, when ``indices`` is ``None``) are held on the device
-    once, then each minibatch is gathered there; it yields what
-    :class:`~compvi._data_loading.InOrderDataLoader` yields, on the device.
-
-    Parameters
-    ----------
-    adata_manager
-        Manager of the registered, in-memory AnnData.
-    indices
-        Row indices (or a boolean mask) of the cells; ``None`` uses all, in order.
-    batch_size
-        Cells per minibatch.
-    device
-        Where to hold the data and gather the minibatches.
-
-    """
-
-    def __init__(
-        self,
-        adata_manager: AnnDataManager,
-        indices: Sequence[int] | np.ndarray | None = None,
-        batch_size: int = 128,
-        *,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        n_obs = adata_manager.adata.shape[0]
-        if indices is None:
-            self.indices = np.arange(n_obs)
-            held, positions = None, self.indices
-        else:
-            self.indices = np.asarray(indices)
-            if self.indices.dtype == bool:
-                self.indices = np.flatnonzero(self.indices)
-            held, positions = np.unique(self.indices, return_inverse=True)
-        self.data = DeviceData(adata_manager, device, rows=held)
-        self.batch_size = batch_size
-        starts = range(0, len(self.indices), batch_size)
-        self._pass = _Pass(self.data, [positions[s : s + batch_size] for s in starts])
-
-    def __len__(self) -> int:
-        return len(self._pass.steps)
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        _draw_as_a_data_loader_does()
-        for rows, nonzeros in self._pass.steps:
-            yield self.data.gather(rows, nonzeros)
-
-
-def in_order_loader(
-    adata_manager: AnnDataManager,
-    indices: Sequence[int] | np.ndarray | None,
-    batch_size: int,
-    device: torch.device | str,
-    data_path: str = "auto",
-    **loader_kwargs,
-):
-    """Return the inference loader of the chosen path: device-resident data or host loader.
-
-    Chooses as :func:`choose_data_path` (for the distinct cells asked for) and says which
-    at the DEBUG level (inference runs often; training logs its choice at INFO).
-    """
-    rows = None
-    if indices is not None:
-        rows = np.asarray(indices)
-        rows = np.flatnonzero(rows) if rows.dtype == bool else np.unique(rows)
-    choice = choose_data_path(
-        adata_manager,
-        device,
-        data_path,
-        rows=rows,
-        loader_options=[name for name in loader_kwargs if name != "batch_size"],
-    )
-    logger.debug(choice.describe())
-    if choice.on_device:
-        return DeviceInOrderLoader(adata_manager, indices, batch_size, device=choice.device)
-    return InOrderDataLoader(adata_manager, indices, batch_size=batch_size, **loader_kwargs)

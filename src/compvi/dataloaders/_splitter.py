@@ -10,16 +10,10 @@ import torch
 from scvi import settings
 from scvi.data import AnnDataManager
 
-from ._constants import DATA_SOURCES
-from ._data_loading import PairedDataLoader
-from ._device_data import (
-    DATA_PATHS,
-    DataPath,
-    DeviceData,
-    DevicePairedLoader,
-    choose_data_path,
-    logger,
-)
+from .._constants import DATA_SOURCES
+from ._device_data import DATA_PATHS, DataPath, DeviceData, choose_data_path, logger
+from ._device_loaders import DevicePairedLoader
+from ._paired import PairedDataLoader
 
 
 def _split_counts(n: int, train_size: float, validation_size: float | None) -> tuple[int, int]:
@@ -52,15 +46,15 @@ class ComparativeDataSplitter(pl.LightningDataModule):
     data_path
         Where minibatches come from. ``"auto"`` (the default) holds the registered data on
         the training device once and gathers every minibatch there
-        (:class:`~compvi._device_data.DevicePairedLoader`) when the data are in memory (not
-        backed), no :class:`~torch.utils.data.DataLoader` option is given and they take
+        (:class:`~compvi.dataloaders._device_loaders.DevicePairedLoader`) when the data are in
+        memory (not backed), no :class:`~torch.utils.data.DataLoader` option is given and they take
         less than half of the GPU's free memory (on CPU: less than 8 GiB); otherwise the
-        host loader (:class:`~compvi._data_loading.PairedDataLoader`) reads them, from
+        host loader (:class:`~compvi.dataloaders._paired.PairedDataLoader`) reads them, from
         memory or disk. ``"device"`` forces the first (and raises for backed data),
         ``"loader"`` the second. Both draw the same seeded minibatches, sharded the same
         way under distributed training (each process then holds the data on its device).
         The choice and its reason are logged once, at the INFO level, to the
-        ``compvi._device_data`` logger.
+        ``compvi.dataloaders._device_data`` logger.
     **loader_kwargs
         Passed to the loader: ``batch_size``, ``drop_last``, and for the host loader
         :class:`torch.utils.data.DataLoader`'s options (``num_workers``, ...).

@@ -18,7 +18,7 @@ import pandas as pd
 from anndata import AnnData
 from mudata import MuData
 
-from . import _cli_options as options
+from . import _options as options
 from ._staging import StagedOutputs
 
 INPUT_SUFFIXES = (".h5ad", ".h5mu")
@@ -138,7 +138,7 @@ def setup(data: AnnData | MuData, args: argparse.Namespace) -> None:
     With a MuData, the counts are read from ``--rna-modality``, and each obs key from
     ``mdata.obs`` or, when only the RNA modality's obs has it, from there.
     """
-    from ._model import ComparativeVI
+    from ..model import ComparativeVI
 
     fields = {
         "condition_key": args.condition_key,
@@ -176,7 +176,7 @@ def _figures(model, data, staged: StagedOutputs, args: argparse.Namespace, say) 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from . import pl
+    from .. import pl, tl
 
     condition = model._registered_obs(data, "condition_key")[args.condition_key]
     # The plots need the labels and the embeddings only, never the counts (which may be on
@@ -187,7 +187,8 @@ def _figures(model, data, staged: StagedOutputs, args: argparse.Namespace, say) 
         obs=frame,
         obsm={key: data.obsm[key] for key in ("X_compvi_salient", "X_compvi_background")},
     )
-    figure = pl.embeddings(plotted, color=args.condition_key, random_state=args.seed, show=False)
+    tl.umap(plotted, random_state=args.seed)
+    figure = pl.embeddings(plotted, color=args.condition_key, show=False)
     figure.savefig(staged.path("umap"), dpi=120, bbox_inches="tight")
     plt.close(figure)
     for key in ("X_compvi_salient_umap", "X_compvi_background_umap"):
@@ -226,7 +227,7 @@ def fit_file(args: argparse.Namespace, *, say: Callable[[str], None]) -> tuple:
     paths written.
 
     """
-    from ._model import ComparativeVI
+    from ..model import ComparativeVI
 
     input_path, out = Path(args.input), Path(args.out)
     if out.suffix not in INPUT_SUFFIXES:

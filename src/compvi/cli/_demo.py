@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from . import metrics
-from ._model import ComparativeVI
+from .. import metrics
+from ..data import simulate_screen
+from ..model import ComparativeVI
+from ..pl import embeddings
+from ..tl import umap
 from ._staging import StagedOutputs
-from .data import simulate_screen
-from .pl import embeddings
 
 
 def recovery_table(adata: AnnData, *, salient_key: str, background_key: str) -> pd.DataFrame:
@@ -97,8 +98,8 @@ def run_demo(
     The recovery table of :func:`recovery_table`.
 
     """
-    from ._cli_options import kl_warmup_epochs
     from ._fit import set_seed
+    from ._options import kl_warmup_epochs
 
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, force=force)
@@ -126,7 +127,8 @@ def run_demo(
         )
         model.add_results(adata)
         model.save(folder / "model", overwrite=True)
-        figure = embeddings(adata, color="condition", random_state=seed, show=False)
+        umap(adata, random_state=seed)
+        figure = embeddings(adata, color="condition", show=False)
         figure.suptitle("ComparativeVI on a simulated screen (P4 is a null perturbation)")
         figure.savefig(folder / "embeddings.png", dpi=120, bbox_inches="tight")
         plt.close(figure)

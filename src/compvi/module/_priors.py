@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch.distributions import Normal
 from torch.distributions import kl_divergence as kl
 
-from ._constants import PRIORS
+from .._constants import CONSTRAINTS, PRIORS
 
 # Learned log standard deviations stay within [e^-4, e^4] ≈ [0.018, 55]: a prior that
 # collapses to a point makes its KL, and the gradients, unbounded.
@@ -25,8 +26,30 @@ def _bounded(log_scale: torch.Tensor) -> torch.Tensor:
     return log_scale.clamp(*_LOG_SCALE_BOUNDS)
 
 
+class FittedLaws(NamedTuple):
+    """A fitted prior's Gaussian laws, one row each, for users to read."""
+
+    #: Means, shape ``(rows, d_s)``.
+    means: torch.Tensor
+    #: Standard deviations, shape ``(rows, d_s)``.
+    scales: torch.Tensor
+    #: Mixture weights, shape ``(rows,)``, when the rows are mixture components; ``None``
+    #: when they are the condition codes asked for.
+    weights: torch.Tensor | None = None
+
+
 class SalientPrior(torch.nn.Module, ABC):
-    r"""A prior :math:`p(z_s \mid c)` of the salient latent given the cell's condition code."""
+    r"""A prior :math:`p(z_s \mid c)` of the salient latent given the cell's condition code.
+
+    The contract the module, the training plan and the model read: :meth:`kl` for the
+    objective, :attr:`constraint_names` and :meth:`measures` for the constraints training
+    may put on the prior's parameters, :meth:`fitted_laws` for the parameter table, and
+    the prior's own parameters (its optimizer group).
+    """
+
+    #: Names (from :data:`~compvi._constants.CONSTRAINTS`) of the measures :meth:`measures`
+    #: returns.
+    constraint_names: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def kl(self, qs: Normal, s: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
@@ -46,6 +69,10 @@ class SalientPrior(torch.nn.Module, ABC):
     def measures(self) -> dict[str, torch.Tensor]:
         """Quantities of the prior's parameters that training may constrain (none here)."""
         return {}
+
+    def fitted_laws(self, codes: torch.Tensor) -> FittedLaws | None:
+        """Return the learned laws per code in ``codes`` or per component; ``None`` if fixed."""
+        return None
 
 
 class StandardNormalPrior(SalientPrior):
@@ -99,6 +126,10 @@ class MixturePrior(SalientPrior):
         """Posterior probability of each component given ``z``, shape ``(..., K)``."""
         return torch.softmax(self.component_log_joint(z), dim=-1)
 
+    def fitted_laws(self, codes: torch.Tensor) -> FittedLaws:
+        """Return the components' laws and weights (shared by all codes)."""
+        return FittedLaws(self.means, self.scales(), torch.softmax(self.weight_logits, -1))
+
     def kl(self, qs: Normal, s: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """Exact negative entropy minus the mixture's log-density at the sample, per cell."""
         return -qs.entropy().sum(-1) - self.log_prob(s)
@@ -128,6 +159,11 @@ class ConditionalPrior(SalientPrior):
         """Return the prior of each cell given its condition code."""
         codes = condition.reshape(-1).long()
         return Normal(self.means[codes], _bounded(self.log_scales[codes]).exp())
+
+    def fitted_laws(self, codes: torch.Tensor) -> FittedLaws:
+        """Return the law of each condition code in ``codes``."""
+        law = self.distribution(codes)
+        return FittedLaws(law.loc, law.scale)
 
     def kl(self, qs: Normal, s: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """Closed-form KL from each cell's condition prior, per cell."""
@@ -208,15 +244,22 @@ class SparsePrior(SalientPrior):
         log_scales = mask * self.log_scales + (1 - mask) * self.base_log_scales
         return means, _bounded(log_scales)
 
+    def fitted_laws(self, codes: torch.Tensor) -> FittedLaws:
+        """Each perturbation's law under the hard graph (factors without an edge: mean 0)."""
+        means, log_scales = self.parameters_given(self.hard_graph())
+        return FittedLaws(means[codes], log_scales[codes].exp())
+
     def kl(self, qs: Normal, s: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """Closed-form KL from each cell's prior under one draw of the graph, per cell."""
         codes = condition.reshape(-1).long()
         means, log_scales = self.parameters_given(self.mask())
         return kl(qs, Normal(means[codes], log_scales[codes].exp())).sum(-1)
 
+    constraint_names = (CONSTRAINTS.EDGES,)
+
     def measures(self) -> dict[str, torch.Tensor]:
         """Return the expected number of edges per perturbation, under ``"edges"``."""
-        return {"edges": self.expected_edges()}
+        return {CONSTRAINTS.EDGES: self.expected_edges()}
 
 
 def make_salient_prior(

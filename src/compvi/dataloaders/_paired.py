@@ -10,7 +10,7 @@ from scvi import settings
 from scvi.data import AnnDataManager
 from torch.utils.data import DataLoader, Dataset
 
-from ._constants import DATA_SOURCES
+from .._constants import DATA_SOURCES
 
 
 class ShardedBatchSampler:

@@ -10,14 +10,17 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
+from .._constants import EXPRESSION_KINDS
+from .._docstrings import doc
 from . import _validation
-from ._constants import EXPRESSION_KINDS
+from ._base import ComparativeModelBase
 from ._scvi_compat import batch_codes
 
 
-class ExpressionMixin:
+class ExpressionMixin(ComparativeModelBase):
     """Expression decoded from both latent spaces, or from the background space alone."""
 
+    @doc.dedent
     @_validation.leaves_adata_untouched_on_error
     @torch.inference_mode()
     def get_normalized_expression(
@@ -43,11 +46,7 @@ class ExpressionMixin:
 
         Parameters
         ----------
-        adata
-            AnnData with the training genes; ``None`` uses the training data.
-        indices
-            Cells to use, as positions or a boolean mask with one entry per cell; ``None``
-            uses all.
+        %(query_cells)s
         kind
             ``"full"`` or ``"background"``.
         transform_batch
@@ -169,6 +168,7 @@ class ExpressionMixin:
         samples = {kind: torch.cat(parts, dim=1).numpy() for kind, parts in expression.items()}
         return samples, obs_names, genes
 
+    @doc.dedent
     @_validation.leaves_adata_untouched_on_error
     def get_salient_effect(
         self,
@@ -184,11 +184,7 @@ class ExpressionMixin:
 
         Parameters
         ----------
-        adata
-            AnnData with the training genes; ``None`` uses the training data.
-        indices
-            Cells to use, as positions or a boolean mask with one entry per cell; ``None``
-            uses all.
+        %(query_cells)s
         groupby
             Column of ``adata.obs`` (e.g. the condition); if given, the effect is averaged
             over the cells of each group.

@@ -42,14 +42,17 @@ def rbf_gram(points: torch.Tensor, *, local: bool = False) -> torch.Tensor:
     squared = torch.cdist(points, points).pow(2)
     n = points.shape[0]
     detached = squared.detach()
-    off_diagonal = detached[~torch.eye(n, dtype=torch.bool, device=points.device)]
+    # The distances are symmetric, so the upper triangle has the median of all off-diagonal
+    # entries (each appears twice there) at half the cost.
+    rows, columns = torch.triu_indices(n, n, offset=1, device=points.device)
     tiny = torch.finfo(points.dtype).tiny
-    gram = torch.exp(-squared / off_diagonal.median().clamp(min=tiny))
+    gram = torch.exp(-squared / detached[rows, columns].median().clamp(min=tiny))
     if not local:
         return gram
-    # Column 0 of each sorted row is the point itself.
+    # The smallest distance of each row is the point's own (0): the k-th neighbour is the
+    # (k + 1)-th smallest.
     neighbour = min(LOCAL_NEIGHBOURS, n - 1)
-    local_scale = detached.sort(dim=1).values[:, neighbour].mean().clamp(min=tiny)
+    local_scale = detached.kthvalue(neighbour + 1, dim=1).values.mean().clamp(min=tiny)
     return (gram + torch.exp(-squared / local_scale)) / 2
 
 
@@ -74,10 +77,18 @@ def unbiased_hsic(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     Its expectation is 0 for independent variables whatever :math:`n`, so a bound on it
     does not depend on the minibatch size.
     """
+    return _hsic_of_hollow(_hollow(first), _hollow(second))
+
+
+def _hollow(gram: torch.Tensor) -> torch.Tensor:
+    """Return the Gram matrix with its diagonal set to zero."""
+    eye = torch.eye(gram.shape[0], dtype=torch.bool, device=gram.device)
+    return gram.masked_fill(eye, 0.0)
+
+
+def _hsic_of_hollow(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """:func:`unbiased_hsic` of two Gram matrices whose diagonals are already zero."""
     n = first.shape[0]
-    eye = torch.eye(n, dtype=torch.bool, device=first.device)
-    first = first.masked_fill(eye, 0.0)
-    second = second.masked_fill(eye, 0.0)
     first_rows, second_rows = first.sum(0), second.sum(0)
     trace = (first * second).sum()
     totals = first_rows.sum() * second_rows.sum() / ((n - 1) * (n - 2))
@@ -92,9 +103,11 @@ def normalized_hsic(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     the two Gram matrices agree. A variable without spread in the minibatch (a collapsed
     space, a single label) has nothing to depend on and scores 0.
     """
-    scale = (unbiased_hsic(first, first) * unbiased_hsic(second, second)).clamp(min=0).sqrt()
+    first, second = _hollow(first), _hollow(second)
+    self_first, self_second = _hsic_of_hollow(first, first), _hsic_of_hollow(second, second)
+    scale = (self_first * self_second).clamp(min=0).sqrt()
     tiny = torch.finfo(scale.dtype).eps
-    value = unbiased_hsic(first, second) / scale.clamp(min=tiny)
+    value = _hsic_of_hollow(first, second) / scale.clamp(min=tiny)
     return torch.where(scale > tiny, value, torch.zeros_like(value))
 
 

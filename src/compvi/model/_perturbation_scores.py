@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._constants import EXPRESSION_KINDS, REGISTRY_KEYS
 from . import _validation
-from ._constants import EXPRESSION_KINDS, REGISTRY_KEYS
+from ._expression import ExpressionMixin
 from ._responders import MIN_CONTROL_CELLS, score_perturbations
 
 CELL_CLASSES = ("control", "responder", "escaper", "unscored")
@@ -74,7 +75,7 @@ class PerturbationScores(NamedTuple):
     perturbations: pd.DataFrame
 
 
-class PerturbationScoresMixin:
+class PerturbationScoresMixin(ExpressionMixin):
     """How strongly, and in which cells, each perturbation acted."""
 
     @_validation.leaves_adata_untouched_on_error

@@ -9,8 +9,9 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
+from ..module._priors import MixturePrior, SparsePrior
 from . import _validation
-from ._priors import ConditionalPrior, MixturePrior, SparsePrior
+from ._base import ComparativeModelBase
 
 
 def _factor_names(n: int) -> list[str]:
@@ -28,7 +29,7 @@ def _parameter_table(index: list[str], means: torch.Tensor, scales: torch.Tensor
     )
 
 
-class PriorOutputsMixin:
+class PriorOutputsMixin(ComparativeModelBase):
     """Read the fitted salient prior of a :class:`~compvi.ComparativeVI`."""
 
     def _prior_of(self, kind: type, prior: str, method: str):
@@ -67,27 +68,21 @@ class PriorOutputsMixin:
         """
         salient_prior = self.module.salient_prior
         self._check_if_trained(warn=True)
-        if isinstance(salient_prior, MixturePrior):
-            index = [f"component_{k}" for k in range(salient_prior.means.shape[0])]
-            table = _parameter_table(index, salient_prior.means, salient_prior.scales())
-            weights = torch.softmax(salient_prior.weight_logits, -1).cpu().numpy()
-            table.insert(0, "weight", weights)
-            return table
-        if isinstance(salient_prior, ConditionalPrior):
-            codes = torch.as_tensor(
-                [self.conditions.index(p) for p in self._perturbations],
-                device=salient_prior.means.device,
-            )
-            law = salient_prior.distribution(codes)
-            return _parameter_table(self._perturbations, law.loc, law.scale)
-        if isinstance(salient_prior, SparsePrior):
-            means, log_scales = salient_prior.parameters_given(salient_prior.hard_graph())
-            codes = salient_prior.perturbed_codes
-            return _parameter_table(self._perturbations, means[codes], log_scales[codes].exp())
-        raise ValueError(
-            "get_prior_parameters needs a learned prior (prior='mixture', 'conditional' or "
-            f"'sparse'); this model has prior={self.module.prior!r}, fixed at N(0, I)."
+        codes = torch.as_tensor(
+            [self.conditions.index(p) for p in self._perturbations], device=self.device
         )
+        laws = salient_prior.fitted_laws(codes)
+        if laws is None:
+            raise ValueError(
+                "get_prior_parameters needs a learned prior (prior='mixture', 'conditional' "
+                f"or 'sparse'); this model has prior={self.module.prior!r}, fixed at N(0, I)."
+            )
+        if laws.weights is None:
+            return _parameter_table(self._perturbations, laws.means, laws.scales)
+        index = [f"component_{k}" for k in range(len(laws.weights))]
+        table = _parameter_table(index, laws.means, laws.scales)
+        table.insert(0, "weight", laws.weights.cpu().numpy())
+        return table
 
     @_validation.leaves_adata_untouched_on_error
     @torch.inference_mode()

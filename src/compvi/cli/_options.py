@@ -40,30 +40,37 @@ _RENAMED = {
     "n_samples_overall": "--de-samples",
     "use_observed_lib_size": "--library-size",
 }
+# The bounds of train() that the command line passes through, in this order.
+BOUNDS = (
+    "leakage_bound",
+    "dependence_bound",
+    "background_shift_bound",
+    "edge_bound",
+)
+MODEL_OPTIONS = (
+    "n_background_latent",
+    "n_salient_latent",
+    "n_hidden",
+    "n_layers",
+    "dropout_rate",
+    "gene_likelihood",
+    "prior",
+    "n_prior_components",
+)
+
 # Arguments that messages may name, in the order the rewrite tries them (longest first, so
 # that "n_salient_latent" is not read as "n_cells" or the like).
 _ARGUMENTS = sorted(
     {
         *_RENAMED,
+        *MODEL_OPTIONS,
+        *BOUNDS,
         "condition_key",
         "batch_key",
         "size_factor_key",
         "layer",
-        "n_background_latent",
-        "n_salient_latent",
-        "n_hidden",
-        "n_layers",
-        "dropout_rate",
-        "gene_likelihood",
-        "prior",
-        "n_prior_components",
         "max_epochs",
         "batch_size",
-        "leakage_bound",
-        "dependence_bound",
-        "background_shift_bound",
-        "perturbation_shift_bound",
-        "edge_bound",
         "train_size",
         "accelerator",
         "devices",
@@ -229,31 +236,11 @@ def _shown(value: object) -> str:
 
 # --------------------------------------------------------------------------- option groups
 
-# The bounds of train() that the command line passes through, in this order; a bound that
-# train() does not have (an older or newer version) is left out.
-BOUNDS = (
-    "leakage_bound",
-    "dependence_bound",
-    "background_shift_bound",
-    "edge_bound",
-    "perturbation_shift_bound",
-)
-MODEL_OPTIONS = (
-    "n_background_latent",
-    "n_salient_latent",
-    "n_hidden",
-    "n_layers",
-    "dropout_rate",
-    "gene_likelihood",
-    "prior",
-    "n_prior_components",
-)
-
 
 def add_model_options(parser: argparse.ArgumentParser, **overrides) -> None:
     """Options of the model: latent sizes, networks, likelihood, library size, prior."""
-    from ._constants import GENE_LIKELIHOODS, PRIORS
-    from ._model import ComparativeVI
+    from .._constants import GENE_LIKELIHOODS, PRIORS
+    from ..model import ComparativeVI
 
     defaults = {**_defaults(ComparativeVI.__init__), **overrides}
     group = parser.add_argument_group("model")
@@ -314,7 +301,7 @@ def model_kwargs(args: argparse.Namespace) -> dict:
 
 def add_training_options(parser: argparse.ArgumentParser, *, max_epochs_help: str) -> None:
     """Options of ``train``: epochs, KL warm-up, cells per step, bounds, seed, devices."""
-    from ._model import ComparativeVI
+    from ..model import ComparativeVI
 
     defaults = _defaults(ComparativeVI.train)
     group = parser.add_argument_group("training")
@@ -374,7 +361,7 @@ def add_training_options(parser: argparse.ArgumentParser, *, max_epochs_help: st
 
 def train_kwargs(args: argparse.Namespace) -> dict:
     """Return the keyword arguments of ``train`` chosen by ``args`` (not the epochs)."""
-    from ._model import ComparativeVI
+    from ..model import ComparativeVI
 
     known = inspect.signature(ComparativeVI.train).parameters
     kwargs = {
@@ -400,12 +387,9 @@ def kl_warmup_epochs(max_epochs: int, requested: int | None) -> int:
     """
     if requested is not None:
         return requested
-    from . import _model
+    from ..model._training import default_kl_warmup_epochs
 
-    default = getattr(_model, "default_kl_warmup_epochs", None)
-    if default is not None:
-        return int(default(max_epochs))
-    return max(1, round(0.5 * max_epochs))
+    return default_kl_warmup_epochs(max_epochs)
 
 
 def add_output_options(group: argparse._ActionsContainer) -> None:

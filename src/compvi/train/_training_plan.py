@@ -10,10 +10,10 @@ import torch
 from scvi.module.base import BaseModuleClass, LossOutput
 from scvi.train import TrainingPlan
 
-from ._constants import BALANCING_MODES
-from ._constraints import CONSTRAINTS, DEFAULT_BOUNDS, DEFAULT_MULTIPLIER_LR, Constraint
-from ._data_loading import concatenate_sources
-from ._distributed import GlobalBatchNorm1d, gather_rows, sum_over_processes
+from .._constants import BALANCING_MODES, CONSTRAINTS, DEFAULT_BOUNDS
+from ..dataloaders._paired import concatenate_sources
+from ..module._distributed import GlobalBatchNorm1d, gather_rows, sum_over_processes
+from ._constraints import DEFAULT_MULTIPLIER_LR, Constraint
 from ._mgda import min_norm_weight
 
 
@@ -34,14 +34,14 @@ class ComparativeTrainingPlan(TrainingPlan):
         L + \sum_k \lambda_k (R_k / \varepsilon_k - 1)\,\lvert\bar L\rvert,
 
     where each :math:`R_k \le \varepsilon_k` is a constraint on the module's measures of
-    how the two latent spaces mix (see :class:`~compvi._constraints.Constraint`),
+    how the two latent spaces mix (see :class:`~compvi.train._constraints.Constraint`),
     :math:`\bar L` is :math:`L` held constant for the gradient, and each
     :math:`\lambda_k \ge 0` follows dual ascent on the relative violation.
 
     Parameters
     ----------
     module
-        A :class:`~compvi._module.ComparativeVAE`.
+        A :class:`~compvi.module._vae.ComparativeVAE`.
     balancing
         ``"mgda"``: :math:`\alpha` is the min-norm (MGDA) weight of the two objectives'
         gradients with respect to the decoder's output layer, the shared parameters next to
@@ -49,18 +49,19 @@ class ComparativeTrainingPlan(TrainingPlan):
         through the likelihood only. ``"sum"``: :math:`\alpha = 0.5`, the plain sum.
     leakage_bound
         Largest salient energy of control cells relative to perturbed cells (see
-        :func:`~compvi._measures.relative_leakage`). ``None`` turns the constraint off.
+        :func:`~compvi.module._measures.relative_leakage`). ``None`` turns the constraint off.
     dependence_bound
         Largest normalized HSIC between the background and salient posterior means of
-        perturbed cells (see :func:`~compvi._measures.space_dependence`). ``None`` turns
+        perturbed cells (see :func:`~compvi.module._measures.space_dependence`). ``None`` turns
         the constraint off.
     background_shift_bound
         Largest normalized HSIC between the background posterior means and the condition
-        label (see :func:`~compvi._measures.label_dependence`). ``None`` turns the
+        label (see :func:`~compvi.module._measures.label_dependence`). ``None`` turns the
         constraint off.
     edge_bound
         Largest expected number of edges per perturbation of the sparse prior's
-        perturbation → factor graph (see :meth:`~compvi._priors.SparsePrior.expected_edges`).
+        perturbation → factor graph (see
+        :meth:`~compvi.module._priors.SparsePrior.expected_edges`).
         Needs a module with ``prior="sparse"``; ``None`` turns the constraint off.
     edge_anneal_fraction
         The edge bound starts at the number of salient factors (no constraint) and falls
@@ -81,10 +82,10 @@ class ComparativeTrainingPlan(TrainingPlan):
         needs ``leakage_bound=None``.
     multiplier_lr
         Dual step size of every multiplier: each training step multiplies it by at most
-        :math:`e^{\pm\eta}` (see :class:`~compvi._constraints.Constraint`).
+        :math:`e^{\pm\eta}` (see :class:`~compvi.train._constraints.Constraint`).
     multipliers
         Starting values of the multipliers by constraint name (where an earlier fit left
-        them); missing ones start at :data:`~compvi._constraints.MIN_MULTIPLIER`.
+        them); missing ones start at :data:`~compvi.train._constraints.MIN_MULTIPLIER`.
     **kwargs
         Passed to :class:`scvi.train.TrainingPlan` (``lr``, ``n_epochs_kl_warmup``, ...).
 
@@ -117,7 +118,10 @@ class ComparativeTrainingPlan(TrainingPlan):
             )
         if leakage_weight is not None and leakage_weight < 0:
             raise ValueError(f"leakage_weight must be >= 0, got {leakage_weight}.")
-        if edge_bound is not None and CONSTRAINTS.EDGES not in module.salient_prior.measures():
+        if (
+            edge_bound is not None
+            and CONSTRAINTS.EDGES not in module.salient_prior.constraint_names
+        ):
             raise ValueError(
                 f"edge_bound bounds the graph of the sparse prior, but the model's prior is "
                 f"{module.prior!r}; create the model with prior='sparse' or pass "

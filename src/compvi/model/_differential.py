@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 from scvi import settings
-from scvi.data import AnnDataManager
 from scvi.model.base import DifferentialComputation
 from scvi.model.base._differential import (
     describe_continuous_distrib,
@@ -18,10 +17,11 @@ from scvi.model.base._differential import (
 )
 from scvi.utils import track
 
+from .._constants import DE_MODES, DE_REFERENCES, REGISTRY_KEYS
 from . import _validation
-from ._constants import DE_MODES, DE_REFERENCES, REGISTRY_KEYS
+from ._count_summaries import StreamingCountsManager, mean_counts, paired_summaries, raw_summary
+from ._expression import ExpressionMixin
 from ._responders import MIN_CONTROL_CELLS
-from ._row_blocks import row_blocks, row_totals, scale_rows
 from ._scvi_compat import fdr_de_prediction
 
 _EPS = 1e-8
@@ -89,93 +89,7 @@ def paired_change(
     }
 
 
-def _n_cells(rows) -> int:
-    """Count the distinct cells that ``rows`` (indices or a mask) select."""
-    rows = np.asarray(rows)
-    return int(rows.sum()) if rows.dtype == bool else len(np.unique(rows))
-
-
-def _mean_counts(counts, rows) -> np.ndarray:
-    """Mean raw count of each gene over ``rows`` (indices or a mask), a block at a time."""
-    total = sum(np.asarray(block.sum(0)).ravel() for block in row_blocks(counts, rows))
-    return total / _n_cells(rows)
-
-
-class _StreamedCounts:
-    """Counts that scvi-tools' DE selects cells of and averages, read a block at a time."""
-
-    def __init__(self, counts, rows=None) -> None:
-        self.counts, self.rows = counts, rows
-
-    def __getitem__(self, rows) -> _StreamedCounts:
-        return _StreamedCounts(self.counts, rows)
-
-    def mean(self, axis=None, dtype=None, out=None) -> np.ndarray:
-        """Mean count of each gene over the selected cells (``np.mean(selection, 0)``)."""
-        if axis != 0 or out is not None or self.rows is None:
-            raise NotImplementedError("Only the mean of selected cells over axis 0 streams.")
-        return _mean_counts(self.counts, self.rows)
-
-
-class _StreamingCountsManager:
-    """An AnnDataManager whose count matrix scvi-tools' DE reads a block at a time.
-
-    ``get_bayes_factors`` estimates its pseudocounts from ``np.mean(x[cells], 0)`` of the
-    registered counts, which would load every cell of both groups at once (from disk, for a
-    backed AnnData); it gets counts whose selections stream instead.
-    """
-
-    def __init__(self, manager: AnnDataManager) -> None:
-        self._manager = manager
-
-    def __getattr__(self, name: str):
-        return getattr(self._manager, name)
-
-    def get_from_registry(self, key: str):
-        """Return the registry's data, with the counts wrapped to stream."""
-        data = self._manager.get_from_registry(key)
-        return _StreamedCounts(data) if key == REGISTRY_KEYS.X_KEY else data
-
-
-def _raw_summary(counts, rows) -> dict[str, np.ndarray]:
-    """Per-gene raw-count summaries of one group of cells, read a block of rows at a time."""
-    total, nonzero, normalized = 0.0, 0.0, 0.0
-    for block in row_blocks(counts, rows):
-        total = total + np.asarray(block.sum(0)).ravel()
-        nonzero = nonzero + np.asarray((block != 0).sum(0)).ravel()
-        per_10k = scale_rows(block, 1e4 / np.maximum(row_totals(block), _EPS))
-        normalized = normalized + np.asarray(per_10k.sum(0)).ravel()
-    n_cells = _n_cells(rows)
-    return {
-        "raw_mean": total / n_cells,
-        "non_zeros_proportion": nonzero / n_cells,
-        "raw_normalized_mean": normalized / n_cells,
-    }
-
-
-def _paired_summaries(first: dict, second: dict) -> dict[str, np.ndarray]:
-    """Name two groups' summaries as scvi-tools does: ``raw_mean1``, ``raw_mean2``, ..."""
-    return {
-        f"{name}{suffix}": values
-        for suffix, summary in (("1", first), ("2", second))
-        for name, values in summary.items()
-    }
-
-
-def raw_count_properties(
-    counts, cells: Sequence[int], reference_cells: Sequence[int]
-) -> dict[str, np.ndarray]:
-    """Per-gene summaries of the raw counts of two groups of cells.
-
-    The same columns as scvi-tools' ``all_stats`` (mean count, fraction of cells with a
-    non-zero count, and mean count per 10,000 of each cell's total, for group 1 and 2), read
-    a block of rows at a time, so a backed matrix is never loaded whole and the AnnData is
-    not written to.
-    """
-    return _paired_summaries(_raw_summary(counts, cells), _raw_summary(counts, reference_cells))
-
-
-class DifferentialExpressionMixin:
+class DifferentialExpressionMixin(ExpressionMixin):
     """Differential expression between conditions, or within cells against their counterfactual."""
 
     @_validation.leaves_adata_untouched_on_error
@@ -371,14 +285,14 @@ class DifferentialExpressionMixin:
         rng = np.random.default_rng(settings.seed)
         tables = []
         computation = DifferentialComputation(
-            self._scale_sampler(adata, batch_size, rng), None, _StreamingCountsManager(manager)
+            self._scale_sampler(adata, batch_size, rng), None, StreamingCountsManager(manager)
         )
         # The reference side is the same for every group: read its raw counts once.
         counts = manager.get_from_registry(REGISTRY_KEYS.X_KEY)
         compared = control_cells if reference == "counterfactual" else reference_cells
-        reference_summary = _raw_summary(counts, compared) if all_stats else None
+        reference_summary = raw_summary(counts, compared) if all_stats else None
         control_mean = (
-            _mean_counts(counts, control_cells)
+            mean_counts(counts, control_cells)
             if reference == "counterfactual" and pseudocounts is None
             else None
         )
@@ -411,7 +325,7 @@ class DifferentialExpressionMixin:
                 )
                 name = group2_name
             if all_stats:
-                stats.update(_paired_summaries(_raw_summary(counts, cells), reference_summary))
+                stats.update(paired_summaries(raw_summary(counts, cells), reference_summary))
             table = pd.DataFrame(stats, index=self._gene_names(adata))
             table = table.sort_values(
                 "proba_de" if mode == "change" else "bayes_factor", ascending=False
@@ -473,6 +387,6 @@ class DifferentialExpressionMixin:
         if pseudocounts is None:
             # scvi-tools' estimate: a quantile of the largest expression of genes that are
             # (almost) never detected in the raw counts of each side.
-            silent_in = [mean < 0.01 for mean in (_mean_counts(counts, cells), control_mean)]
+            silent_in = [mean < 0.01 for mean in (mean_counts(counts, cells), control_mean)]
             pseudocounts = estimate_pseudocounts_offset(full, background, *silent_in, 0.9)
         return paired_change(full, background, mode=mode, delta=delta, pseudocounts=pseudocounts)

@@ -1,20 +1,10 @@
-"""Constraints of the training objective: names, bounds and dual-ascent multipliers."""
+"""Dual-ascent multipliers of the constraints on the training objective."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 
-
-class _ConstraintNames(NamedTuple):
-    LEAKAGE: str = "leakage"
-    DEPENDENCE: str = "dependence"
-    BACKGROUND_SHIFT: str = "background_shift"
-    EDGES: str = "edges"
-
-
-CONSTRAINTS = _ConstraintNames()
+from .._constants import CONSTRAINT_MEANINGS, CONSTRAINTS
 
 # The smallest multiplier, standing in for 0: against an objective of magnitude 1,000 a
 # constraint at this multiplier moves the objective by 0.001 per bound of violation.
@@ -22,14 +12,6 @@ MIN_MULTIPLIER = 1e-6
 # Weight of the past in the running mean of a measure that drives its multiplier: about
 # the last 1 / (1 - 0.9) = 10 steps count.
 MEASURE_SMOOTHING = 0.9
-
-# What each constraint bounds, for error messages and the end-of-training advice.
-CONSTRAINT_MEANINGS = {
-    CONSTRAINTS.LEAKAGE: "salient energy of control cells relative to perturbed cells",
-    CONSTRAINTS.DEPENDENCE: "normalized HSIC between the background and salient spaces",
-    CONSTRAINTS.BACKGROUND_SHIFT: "normalized HSIC between the background and the condition",
-    CONSTRAINTS.EDGES: "expected number of edges per perturbation of the sparse prior",
-}
 
 
 class Constraint(torch.nn.Module):
@@ -115,11 +97,5 @@ class Constraint(torch.nn.Module):
         self.value.mul_(torch.exp(self.lr * step)).clamp_(min=MIN_MULTIPLIER)
 
 
-# Default bounds, each in its measure's scale-free units (see the measures in _measures.py).
-DEFAULT_BOUNDS = {
-    CONSTRAINTS.LEAKAGE: 0.02,
-    CONSTRAINTS.DEPENDENCE: 0.01,
-    CONSTRAINTS.BACKGROUND_SHIFT: 0.002,
-}
 # Dual step per training step: the multiplier changes by at most this log-factor a step.
 DEFAULT_MULTIPLIER_LR = 0.05
