@@ -7,8 +7,8 @@ Run from the repository root:
     python benchmarks/speed.py --cells 100000 1000000 --batch-size 128 1024 --steps 300 \
         --pool 50000 --accelerator gpu --out OUT --tag gpu     # the GPU run (gpu_speed.sh)
 
-Every model trains on the same sparse CSR counts; ComparativeVI runs with every feature on
-(MGDA balancing and the leakage bound). Three runs per size:
+Every model trains on the same sparse CSR counts; ComparativeVI runs at its defaults (its
+three constraints on). Three runs per size:
 
 - ``ComparativeVI``: the default data path (``data_path="auto"``: the registered data held
   on the training device and minibatches gathered there when they fit; the ``data_path``

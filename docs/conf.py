@@ -2,19 +2,27 @@
 
 Build locally (offline) with::
 
-    python -m sphinx -W --keep-going -b html docs docs/_build/html
+    python -m sphinx -n -W --keep-going -b html docs docs/_build/html
 
+The build is nitpicky (``-n`` is also set here): every cross-reference must resolve.
 Cross-links to other projects' documentation (intersphinx) need network access while
 building, so they are switched on only on Read the Docs (``READTHEDOCS`` is set there) or
-when ``COMPVI_DOCS_INTERSPHINX=1`` is exported.
+when ``COMPVI_DOCS_INTERSPHINX=1`` is exported; without them, references to those projects
+(and only those) are not checked, see ``nitpick_ignore_regex`` below. References to
+compvi's own names are always checked.
+
+``_ext/compvi_docs.py`` adds the command-line reference (rendered from the argparse parser)
+and the rules for which inherited members a class page lists.
 """
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import re
 import shutil
+import sys
 from datetime import date
 from importlib.metadata import metadata
 from pathlib import Path
@@ -23,6 +31,9 @@ from sphinx.ext.napoleon.docstring import NumpyDocstring
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
+sys.path.insert(0, str(HERE / "_ext"))
+
+from compvi_docs import inherited_members_by_class  # noqa: E402
 
 # -- Project information ------------------------------------------------------------------
 
@@ -37,12 +48,12 @@ release = _meta["Version"]
 version = ".".join(release.split(".")[:2])
 
 # -- Repository files included in the docs ------------------------------------------------
-# index.md and changelog.md include ../README.md and ../CHANGELOG.md, which are written for the
-# repository: a link such as [benchmarks](benchmarks/) names a repository folder that has no
-# page here, and would fail the build. Such links point to the source repository when the
-# package metadata names one (a Project-URL labelled "Source" or "Repository"), and are
-# reduced to their text otherwise. Links into docs/ are left to the include's
-# :relative-docs: option; external links, anchors and images are untouched.
+# A page that includes a repository file (changelog.md includes ../CHANGELOG.md) gets text
+# written for the repository: a link such as [benchmarks](benchmarks/) names a repository
+# folder that has no page here, and would fail the build. Such links point to the source
+# repository when the package metadata names one (a Project-URL labelled "Source" or
+# "Repository"), and are reduced to their text otherwise. Links into docs/ are left to the
+# include's :relative-docs: option; external links, anchors and images are untouched.
 
 _REPO_URL = next(
     (
@@ -113,15 +124,19 @@ def _copy_tutorials() -> list[str]:
 
 tutorial_names = _copy_tutorials()
 
-# tutorials.md holds a placeholder comment that becomes a glob toctree over the copies, or a
-# short note while there are none (an empty glob would be an unsuppressible warning).
+# tutorials.md holds a placeholder comment that becomes a toctree over the copies, or a short
+# note while there are none (an empty toctree would be an unsuppressible warning). The quick
+# start comes first, whatever its name sorts as; the others follow in alphabetical order.
 TUTORIALS_PLACEHOLDER = "<!-- tutorials-toctree -->"
-_TUTORIALS_TOCTREE = """```{toctree}
-:maxdepth: 1
-:glob:
+FIRST_TUTORIALS = ("quickstart",)
 
-tutorials_generated/*
-```"""
+
+def _tutorials_toctree(names: list[str]) -> str:
+    ordered = sorted(names, key=lambda name: (name not in FIRST_TUTORIALS, name))
+    entries = "\n".join(f"tutorials_generated/{name}" for name in ordered)
+    return f"```{{toctree}}\n:maxdepth: 1\n\n{entries}\n```"
+
+
 _TUTORIALS_NONE = """:::{note}
 Tutorials are coming: notebooks added to the repository's `tutorials/` folder appear here.
 :::"""
@@ -129,7 +144,7 @@ Tutorials are coming: notebooks added to the repository's `tutorials/` folder ap
 
 def _inject_tutorials(app, docname: str, source: list[str]) -> None:
     if docname == "tutorials":
-        block = _TUTORIALS_TOCTREE if tutorial_names else _TUTORIALS_NONE
+        block = _tutorials_toctree(tutorial_names) if tutorial_names else _TUTORIALS_NONE
         source[0] = source[0].replace(TUTORIALS_PLACEHOLDER, block)
 
 
@@ -151,6 +166,7 @@ extensions = [
     "sphinx.ext.intersphinx",
     "sphinx.ext.mathjax",
     "sphinx_autodoc_typehints",
+    "compvi_docs",  # _ext/compvi_docs.py: CLI reference, inherited members, public names
 ]
 
 templates_path = ["_templates"]
@@ -176,6 +192,9 @@ nb_merge_streams = True
 # -- autodoc / autosummary / napoleon -----------------------------------------------------
 
 autosummary_generate = True  # writes docs/generated/*.rst (git-ignored)
+# The class template (_templates/autosummary/class.rst) lists the members a class inherits
+# from scvi-tools apart from compvi's own; compvi_docs decides which those are.
+autosummary_context = {"inherited_from_other_projects": inherited_members_by_class()}
 autodoc_member_order = "bysource"
 autodoc_default_options = {"show-inheritance": True}
 autoclass_content = "class"
@@ -220,15 +239,63 @@ typehints_document_rtype = True
 _intersphinx_targets = {
     "python": ("https://docs.python.org/3", None),
     "numpy": ("https://numpy.org/doc/stable/", None),
+    "pandas": ("https://pandas.pydata.org/docs/", None),
+    "scipy": ("https://docs.scipy.org/doc/scipy/", None),
+    "matplotlib": ("https://matplotlib.org/stable/", None),
     "anndata": ("https://anndata.readthedocs.io/en/stable/", None),
+    "mudata": ("https://mudata.readthedocs.io/en/latest/", None),
     "scanpy": ("https://scanpy.readthedocs.io/en/stable/", None),
     "scvi-tools": ("https://docs.scvi-tools.org/en/stable/", None),
     "torch": ("https://docs.pytorch.org/docs/stable/", None),
+    "lightning": ("https://lightning.ai/docs/pytorch/stable/", None),
 }
 _intersphinx_on = bool(os.environ.get("READTHEDOCS")) or os.environ.get(
     "COMPVI_DOCS_INTERSPHINX", ""
 ).lower() in {"1", "true", "yes"}
 intersphinx_mapping = _intersphinx_targets if _intersphinx_on else {}
+
+# -- Nitpicky references --------------------------------------------------------------------
+# Every cross-reference must resolve. Offline, nothing can resolve a reference into another
+# project's documentation, so those references, and only those, are not checked there: the
+# Python standard library and builtins, and the packages compvi builds on, under their names
+# and their usual import aliases (``np.ndarray``, ``pd.DataFrame`` in type hints). A
+# reference to any compvi name (``compvi.*``, or a bare name such as ``setup_anndata``
+# resolved against the current class) is always checked.
+
+nitpicky = True
+
+_OTHER_PROJECTS = (
+    "anndata",
+    "mudata",
+    "scvi",
+    "scanpy",
+    "torch",
+    "lightning",
+    "numpy",
+    "np",
+    "pandas",
+    "pd",
+    "scipy",
+    "matplotlib",
+    "mpl",
+    "plt",
+)
+_STDLIB = sorted(set(sys.stdlib_module_names) - {"__future__"})
+_BUILTINS = sorted(name for name in dir(builtins) if not name.startswith("_"))
+
+
+def _names(names) -> str:
+    return "|".join(re.escape(name) for name in names)
+
+
+_OFFLINE_IGNORED = [
+    (r"py:.*", rf"(?:{_names(_OTHER_PROJECTS)})(?:\..+)?"),
+    (r"py:.*", rf"(?:{_names(_STDLIB)})\..+"),  # typing.Any, collections.abc.Sequence, ...
+    (r"py:.*", rf"(?:{_names(_BUILTINS)})"),  # int, str, None, ValueError, ...
+    # scvi-tools' own type alias, which its BaseModelClass methods' annotations name bare.
+    (r"py:class", r"AnnOrMuData"),
+]
+nitpick_ignore_regex = [] if _intersphinx_on else _OFFLINE_IGNORED
 
 # -- HTML output --------------------------------------------------------------------------
 

@@ -24,7 +24,9 @@ _USER_ERRORS = (ValueError, KeyError, TypeError, OSError, FloatingPointError)
 def _parser() -> argparse.ArgumentParser:
     from importlib.metadata import version
 
-    parser = options.OneLineParser(prog="compvi", description=__doc__.split("\n", 1)[0])
+    parser = options.OneLineParser(
+        prog="compvi", description="Command-line entry points: compvi demo and compvi fit."
+    )
     parser.add_argument("--version", action="version", version=f"compvi {version('compvi')}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,fit}")
     demo = commands.add_parser(

@@ -60,8 +60,9 @@ class ComparativeVI(
     Learns a *background* latent space shared by control and perturbed cells and a
     *salient* latent space that only perturbed cells use, with a decoder that is piece-wise
     affine in the latents (the condition under which both spaces are identifiable up to
-    affine maps, Lopez et al. 2024), MGDA balancing of the control and perturbed objectives,
-    and a constraint on how much salient signal control cells may carry.
+    affine maps, Lopez et al. 2024), and three constraints enforced by Lagrange multipliers:
+    how much salient signal control cells may keep, how dependent the two spaces may be,
+    and how much the background may know about the condition (see :meth:`train`).
 
     Parameters
     ----------

@@ -151,9 +151,11 @@ class TrainingMixin(ComparativeModelBase):
         early_stopping
             Stop when the validation ELBO stops improving.
         datasplitter_kwargs
-            More arguments of the data splitter (``ComparativeDataSplitter``).
+            More arguments of the data splitter (:class:`~compvi.ComparativeDataSplitter`),
+            e.g. ``data_path`` (where minibatches are gathered: on the training device or
+            by the host loader).
         plan_kwargs
-            More arguments of the training plan (``ComparativeTrainingPlan``)
+            More arguments of the training plan (:class:`~compvi.ComparativeTrainingPlan`)
             (``lr``, ``n_epochs_kl_warmup``, ...). The KL weight rises linearly over
             ``n_epochs_kl_warmup`` epochs, by default half of ``max_epochs`` (scvi-tools
             uses 400 whatever the run's length, which would leave a 100-epoch run with its
