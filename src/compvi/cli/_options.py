@@ -327,15 +327,13 @@ def add_training_options(parser: argparse.ArgumentParser, *, max_epochs_help: st
         "--lr", type=positive_float, default=1e-3, help="learning rate (default: %(default)s)"
     )
     for name in BOUNDS:
-        if name in defaults:
-            group.add_argument(
-                option_name(name),
-                type=bound,
-                default=defaults[name],
-                metavar="B",
-                help=f"as train({name}=...); 'none' turns it off "
-                f"(default: {_shown(defaults[name])})",
-            )
+        group.add_argument(
+            option_name(name),
+            type=bound,
+            default=defaults[name],
+            metavar="B",
+            help=f"as train({name}=...); 'none' turns it off (default: {_shown(defaults[name])})",
+        )
     group.add_argument(
         "--train-size",
         type=train_fraction,
@@ -361,17 +359,13 @@ def add_training_options(parser: argparse.ArgumentParser, *, max_epochs_help: st
 
 def train_kwargs(args: argparse.Namespace) -> dict:
     """Return the keyword arguments of ``train`` chosen by ``args`` (not the epochs)."""
-    from ..model import ComparativeVI
-
-    known = inspect.signature(ComparativeVI.train).parameters
-    kwargs = {
+    return {
         "batch_size": args.batch_size,
         "train_size": args.train_size,
         "accelerator": args.accelerator,
         "devices": args.devices,
+        **{name: getattr(args, name) for name in BOUNDS},
     }
-    kwargs.update({name: getattr(args, name) for name in BOUNDS if name in known})
-    return kwargs
 
 
 def default_max_epochs(n_cells: int) -> int:
