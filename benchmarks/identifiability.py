@@ -56,7 +56,7 @@ METRICS = [
     "component ARI",
     "s/epoch",
 ]
-LOWER_IS_BETTER = ("leakage", "control", "s/", "graph", "surplus")
+LOWER_IS_BETTER = ("leakage", "kNN leakage", "control", "s/", "graph", "surplus")
 LEAKAGE_METRICS = [m for m in METRICS if "leakage" in m]
 CONTRASTIVE_PENALTY_GRID = (1.0, 10.0, 100.0)
 
@@ -343,7 +343,7 @@ def paired_differences(scores: pd.DataFrame, other: str = "ContrastiveVI") -> pd
         row = {}
         for metric in ["background R²", "salient R²", *LEAKAGE_METRICS]:
             values = group[metric]
-            better = values < 0 if metric.startswith("leakage") else values > 0
+            better = values < 0 if metric.startswith(LOWER_IS_BETTER) else values > 0
             row[metric] = (
                 f"{values.mean():+.3f} ± {values.std():.3f} ({better.sum()}/{len(values)})"
             )
