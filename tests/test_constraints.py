@@ -6,20 +6,20 @@ import pytest
 import torch
 
 from compvi._constants import CONSTRAINTS
-from compvi.train._constraints import MIN_MULTIPLIER, Constraint
+from compvi.train._constraints import MAX_MULTIPLIER, MIN_MULTIPLIER, Constraint
 
 
 def test_multiplier_grows_by_the_clipped_relative_violation_of_the_running_mean():
-    constraint = Constraint(CONSTRAINTS.LEAKAGE, bound=0.1, lr=0.5, multiplier=1.0)
+    constraint = Constraint(CONSTRAINTS.LEAKAGE, bound=0.1, lr=0.5, multiplier=0.01)
     constraint.step(torch.tensor(0.15))  # the first measure starts the running mean
     assert constraint.running.item() == pytest.approx(0.15)
-    assert constraint.value.item() == pytest.approx(math.exp(0.5 * 0.5))
+    assert constraint.value.item() == pytest.approx(0.01 * math.exp(0.5 * 0.5))
     constraint.step(torch.tensor(5.0))  # running mean 0.635: far over, clipped at 1
     assert constraint.running.item() == pytest.approx(0.9 * 0.15 + 0.1 * 5.0)
-    assert constraint.value.item() == pytest.approx(math.exp(0.25 + 0.5))
+    assert constraint.value.item() == pytest.approx(0.01 * math.exp(0.25 + 0.5))
     # One quiet minibatch does not undo a violation the running mean still shows.
     constraint.step(torch.tensor(0.0))
-    assert constraint.value.item() > math.exp(0.75)
+    assert constraint.value.item() > 0.01 * math.exp(0.75)
     for _ in range(300):
         constraint.step(torch.tensor(0.0))
     assert constraint.running.item() < 1e-6
@@ -37,14 +37,30 @@ def test_spiky_measures_violated_on_average_raise_the_multiplier():
     assert constraint.value.item() > 1e3 * MIN_MULTIPLIER
 
 
+def test_a_long_violation_does_not_wind_the_multiplier_up():
+    # 500 steps far over the bound would take an unbounded multiplier to e^25 above its floor.
+    constraint = Constraint(CONSTRAINTS.LEAKAGE, bound=0.02, lr=0.05)
+    for _ in range(500):
+        constraint.step(torch.tensor(0.9))
+    assert constraint.value.item() == pytest.approx(MAX_MULTIPLIER)
+    # So it unwinds within about a hundred steps once the bound holds (the running mean
+    # takes some 35 of them to fall below the bound), not over several epochs.
+    for _ in range(120):
+        constraint.step(torch.tensor(0.0))
+    assert constraint.value.item() < 0.05 * MAX_MULTIPLIER
+    assert Constraint(CONSTRAINTS.LEAKAGE, 0.1, 0.1, multiplier=1e6).value.item() == (
+        pytest.approx(MAX_MULTIPLIER)
+    )
+
+
 def test_penalty_is_the_relative_lagrangian_term_in_units_of_the_objective():
-    constraint = Constraint(CONSTRAINTS.DEPENDENCE, bound=0.25, lr=1.0, multiplier=2.0)
+    constraint = Constraint(CONSTRAINTS.DEPENDENCE, bound=0.25, lr=1.0, multiplier=0.5)
     measure = torch.tensor(0.5, requires_grad=True)
     penalty = constraint.penalty(measure, scale=torch.tensor(10.0))
-    assert penalty.item() == pytest.approx(2 * (0.5 / 0.25 - 1) * 10)
+    assert penalty.item() == pytest.approx(0.5 * (0.5 / 0.25 - 1) * 10)
     constraint.step(measure)  # an in-place update must not break the pending backward
     penalty.backward()
-    assert measure.grad.item() == pytest.approx(2 * 10 / 0.25)
+    assert measure.grad.item() == pytest.approx(0.5 * 10 / 0.25)
 
 
 def test_multiplier_starts_at_the_floor_or_where_it_is_told():

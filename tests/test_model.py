@@ -105,7 +105,10 @@ def test_without_the_bound_controls_keep_more_salient_signal(screen):
     bounded = fit(screen.copy(), max_epochs=60, batch_size=16)
     free = fit(screen.copy(), max_epochs=60, batch_size=16, leakage_bound=None)
     assert "leakage_multiplier" not in free.history
-    assert _history(free, "leakage_train")[-1] > 3 * _history(bounded, "leakage_train")[-1]
+    # Means of the last ten epochs: a single small-screen epoch is noisy. Measured with the
+    # multiplier ceiling at 1: 0.20 bounded against 0.26 free, too weak; at 100: 0.09 / 0.27.
+    ended_bounded = _history(bounded, "leakage_train")[-10:].mean()
+    assert _history(free, "leakage_train")[-10:].mean() > 2 * ended_bounded
 
 
 def test_multipliers_are_carried_into_the_next_train_call(screen):

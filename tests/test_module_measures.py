@@ -14,6 +14,7 @@ from compvi.module._measures import (
     relative_leakage,
     space_dependence,
     unbiased_hsic,
+    within_label_residuals,
 )
 from compvi.module._vae import ComparativeVAE
 
@@ -82,14 +83,15 @@ def test_space_dependence_sees_nonlinear_and_single_direction_dependence():
     b = rng.normal(size=(n, 10)) * scale
     independent = rng.normal(size=(n, 10)) * scale
     perturbed = torch.ones(n, dtype=torch.bool)
-    null = space_dependence(_t(b), _t(independent), perturbed).item()
+    one_label = torch.ones(n)
+    null = space_dependence(_t(b), _t(independent), perturbed, one_label).item()
     squared = independent.copy()
     squared[:, 0] = b[:, 0] ** 2 - 1  # uncorrelated with b, but a function of it
     assert abs(np.corrcoef(b[:, 0], squared[:, 0])[0, 1]) < 0.2
-    bent = space_dependence(_t(b), _t(squared), perturbed).item()
+    bent = space_dependence(_t(b), _t(squared), perturbed, one_label).item()
     one_direction = independent.copy()
     one_direction[:, 0] = 0.45 * b[:, 0] + np.sqrt(1 - 0.45**2) * independent[:, 0]
-    correlated = space_dependence(_t(b), _t(one_direction), perturbed).item()
+    correlated = space_dependence(_t(b), _t(one_direction), perturbed, one_label).item()
     # The default bound separates both from independence (whose sd is about 0.005 here).
     assert abs(null) < 0.01
     assert min(bent, correlated) > DEFAULT_BOUNDS[CONSTRAINTS.DEPENDENCE]
@@ -98,9 +100,9 @@ def test_space_dependence_sees_nonlinear_and_single_direction_dependence():
     # would score it as a perfect copy).
     tiny_copy = independent.copy()
     tiny_copy[:, 0] = 1e-3 * b[:, 0]
-    assert abs(space_dependence(_t(b), _t(tiny_copy), perturbed).item()) < 0.01
+    assert abs(space_dependence(_t(b), _t(tiny_copy), perturbed, one_label).item()) < 0.01
     # Scale-free: a space that is the background, shrunk, is still fully dependent.
-    shrunk = space_dependence(_t(b), _t(1e-3 * b), perturbed).item()
+    shrunk = space_dependence(_t(b), _t(1e-3 * b), perturbed, one_label).item()
     assert shrunk == pytest.approx(1.0, abs=1e-3)
 
 
@@ -110,10 +112,37 @@ def test_space_dependence_uses_perturbed_cells_only_and_needs_four():
     s = rng.normal(size=(200, 4))
     s[:100] = b[:100]  # controls copy the background
     perturbed = torch.tensor([False] * 100 + [True] * 100)
-    assert abs(space_dependence(_t(b), _t(s), perturbed).item()) < 0.02
-    assert space_dependence(_t(b), _t(s), torch.ones(200, dtype=torch.bool)).item() > 0.2
+    labels = perturbed.float()
+    assert abs(space_dependence(_t(b), _t(s), perturbed, labels).item()) < 0.02
+    everyone = torch.ones(200, dtype=torch.bool)
+    assert space_dependence(_t(b), _t(s), everyone, torch.ones(200)).item() > 0.2
     few = torch.tensor([True] * 3 + [False] * 197)
-    assert space_dependence(_t(b), _t(s), few).item() == 0.0
+    assert space_dependence(_t(b), _t(s), few, labels).item() == 0.0
+
+
+def test_within_label_residuals_subtract_each_labels_mean():
+    values = _t([[1.0, 2.0], [3.0, 4.0], [10.0, 0.0], [5.0, 5.0]])
+    labels = torch.tensor([2.0, 2.0, 7.0, 2.0])
+    expected = [[-2.0, 2.0 - 11 / 3], [0.0, 4.0 - 11 / 3], [0.0, 0.0], [2.0, 5.0 - 11 / 3]]
+    np.testing.assert_allclose(within_label_residuals(values, labels).numpy(), expected, rtol=1e-6)
+
+
+def test_space_dependence_reads_dependence_given_the_label():
+    rng = np.random.default_rng(4)
+    n = 300
+    labels = rng.integers(1, 4, size=n)
+    b = rng.normal(size=(n, 4))
+    perturbed = torch.ones(n, dtype=torch.bool)
+    # Each perturbation moves the salient latent its own way, independently of the
+    # background: the label explains all the structure, nothing is left to depend on b.
+    means = rng.normal(scale=3.0, size=(4, 4))
+    shifted = means[labels] + rng.normal(size=(n, 4))
+    assert abs(space_dependence(_t(b), _t(shifted), perturbed, _t(labels)).item()) < 0.01
+    # A background factor copied into the salient space within every label is seen.
+    copied = shifted.copy()
+    copied[:, 0] = means[labels, 0] + b[:, 0]
+    copy_score = space_dependence(_t(b), _t(copied), perturbed, _t(labels)).item()
+    assert copy_score > 10 * DEFAULT_BOUNDS[CONSTRAINTS.DEPENDENCE]
 
 
 def test_label_dependence_sees_shifts_that_cancel_across_perturbations():

@@ -26,6 +26,7 @@ DATA_SOURCES = _DataSources()
 
 BALANCING_MODES = ("mgda", "sum")
 GENE_LIKELIHOODS = ("nb", "zinb", "poisson")
+#: The values of ComparativeVI's ``prior`` argument.
 PRIORS = ("normal", "mixture", "conditional", "sparse")
 REPRESENTATION_KINDS = ("salient", "background")
 EXPRESSION_KINDS = ("full", "background")
@@ -40,6 +41,9 @@ class _ConstraintNames(NamedTuple):
     EDGES: str = "edges"
 
 
+#: The constraints' names: constraint ``name`` is bounded by ``{name}_bound`` in
+#: ComparativeVI.train (``edge_bound`` for ``"edges"``), and the model's ``history``
+#: holds its curves ``{name}_train``, ``{name}_bound`` and ``{name}_multiplier``.
 CONSTRAINTS = _ConstraintNames()
 
 # What each constraint bounds, for error messages and the end-of-training advice.
@@ -50,7 +54,8 @@ CONSTRAINT_MEANINGS = {
     CONSTRAINTS.EDGES: "expected number of edges per perturbation of the sparse prior",
 }
 
-# Default bounds, each in its measure's scale-free units (see compvi.module._measures).
+#: Default bounds of ComparativeVI.train, each in its measure's scale-free units (see
+#: compvi.module._measures).
 DEFAULT_BOUNDS = {
     CONSTRAINTS.LEAKAGE: 0.02,
     CONSTRAINTS.DEPENDENCE: 0.01,

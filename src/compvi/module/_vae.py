@@ -296,11 +296,12 @@ class ComparativeVAE(BaseModuleClass):
             background, salient, condition = stacked.split(
                 [background.shape[1], salient.shape[1], 1], dim=1
             )
-        perturbed = self.is_perturbed(condition.round())
+        labels = condition.round()
+        perturbed = self.is_perturbed(labels)
         return {
             CONSTRAINTS.LEAKAGE: relative_leakage(salient, perturbed),
-            CONSTRAINTS.DEPENDENCE: space_dependence(background, salient, perturbed),
-            CONSTRAINTS.BACKGROUND_SHIFT: label_dependence(background, condition.round()),
+            CONSTRAINTS.DEPENDENCE: space_dependence(background, salient, perturbed, labels),
+            CONSTRAINTS.BACKGROUND_SHIFT: label_dependence(background, labels),
         }
 
     def loss(

@@ -12,7 +12,8 @@ from anndata import AnnData
 from matplotlib.figure import Figure
 
 from .._docstrings import doc
-from ._utils import _embedding, _finish
+from .._obsm import stored_representation
+from ._utils import _finish
 
 
 @doc.dedent
@@ -70,7 +71,7 @@ def embeddings(
         _check_color(adata, name, kwargs.get("gene_symbols"))
     spaces = {"background": background_key, "salient": salient_key}
     for kind, key in spaces.items():
-        _embedding(adata, key, kind)
+        stored_representation(adata, key, kind)
     for kind, key in spaces.items():
         if f"{key}_umap" not in adata.obsm:
             raise KeyError(

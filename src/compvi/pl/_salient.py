@@ -16,7 +16,8 @@ from scipy.cluster.hierarchy import dendrogram, linkage
 from scipy.spatial.distance import pdist, squareform
 
 from .._docstrings import doc
-from ._utils import _embedding, _finish
+from .._obsm import stored_representation
+from ._utils import _finish
 
 _SIMILARITY_LABELS = {
     "cosine": "cosine similarity",
@@ -188,7 +189,7 @@ def _group_means(
     """
     if groupby not in adata.obs.columns:
         raise KeyError(f"{groupby!r} is not a column of adata.obs.")
-    salient = _embedding(adata, salient_key, "salient")
+    salient = stored_representation(adata, salient_key, "salient")
     if not np.isfinite(salient).all():
         raise ValueError(f"adata.obsm[{salient_key!r}] contains NaN or infinite values.")
     # A RangeIndex aligns the labels with the rows of `frame` even if obs_names repeat.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import scanpy as sc
 from anndata import AnnData
 
-from ..pl._utils import _embedding
+from .._obsm import stored_representation
 
 
 def umap(
@@ -55,7 +55,7 @@ def umap(
     """
     spaces = {"background": background_key, "salient": salient_key}
     for kind, key in spaces.items():
-        _embedding(adata, key, kind)
+        stored_representation(adata, key, kind)
     for key in spaces.values():
         # Exact neighbours: scanpy 1.11's approximate (pynndescent) path above 4,096 cells
         # fails with SciPy >= 1.15 sparse arrays ("'csr_array' object has no attribute

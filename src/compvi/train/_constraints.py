@@ -6,11 +6,19 @@ import torch
 
 from .._constants import CONSTRAINT_MEANINGS, CONSTRAINTS
 
-# The smallest multiplier, standing in for 0: against an objective of magnitude 1,000 a
-# constraint at this multiplier moves the objective by 0.001 per bound of violation.
+#: The smallest multiplier, standing in for 0 (a multiplicative step could never leave 0):
+#: against an objective of magnitude 1,000 a constraint at this multiplier moves the
+#: objective by 0.001 per bound of violation.
 MIN_MULTIPLIER = 1e-6
-# Weight of the past in the running mean of a measure that drives its multiplier: about
-# the last 1 / (1 - 0.9) = 10 steps count.
+#: The largest multiplier: a violation by one bound then weighs a hundred objectives. Beyond
+#: that the multiplier only winds up: Adam's steps do not grow with the loss's scale, so a
+#: larger penalty does not meet the bound sooner, it silences the objective (on the Papalexi
+#: screen, multipliers that reached 1e12 within six epochs collapsed both latent spaces) and
+#: then takes hundreds of steps to unwind. Small screens need more than 1 to hold the
+#: leakage bound (tests/test_model.py).
+MAX_MULTIPLIER = 100.0
+#: Weight of the past in the running mean of a measure that drives its multiplier: about
+#: the last 1 / (1 - 0.9) = 10 steps count.
 MEASURE_SMOOTHING = 0.9
 
 
@@ -26,17 +34,20 @@ class Constraint(torch.nn.Module):
 
     .. math::
 
-        \lambda \leftarrow \max\bigl(\lambda_{\min},
-        \lambda \exp(\eta \operatorname{clip}(\bar R / \varepsilon - 1, -1, 1))\bigr),
+        \lambda \leftarrow \operatorname{clip}\bigl(
+        \lambda \exp(\eta \operatorname{clip}(\bar R / \varepsilon - 1, -1, 1)),
+        \lambda_{\min}, \lambda_{\max}\bigr),
 
     mirror ascent on the dual with a logarithmic geometry: the multiplier grows while the
     constraint is violated and shrinks once it holds with slack, by at most a factor
     :math:`e^{\eta}` per step, so the same :math:`\eta` tracks multipliers that settle
-    anywhere between :math:`\lambda_{\min}` and far above 1. The running mean matters:
+    anywhere between :math:`\lambda_{\min}` and :math:`\lambda_{\max}`. The running mean matters:
     minibatch measures near a small bound are noisy, and clipping each step's violation
     would cut the large ones more than the small ones, so a constraint violated on average
     could see its multiplier fall. :math:`\lambda_{\min}` (:data:`MIN_MULTIPLIER`) stands
-    in for 0, where a multiplicative step would stay.
+    in for 0, where a multiplicative step would stay; :math:`\lambda_{\max}`
+    (:data:`MAX_MULTIPLIER`) stops the multiplier from winding up while the measure is
+    still falling as fast as the optimizer can move it.
 
     Parameters
     ----------
@@ -66,7 +77,11 @@ class Constraint(torch.nn.Module):
             )
         if not lr > 0:
             raise ValueError(f"multiplier_lr must be > 0 (the dual step size), got {lr}.")
-        multiplier = MIN_MULTIPLIER if multiplier is None else max(multiplier, MIN_MULTIPLIER)
+        multiplier = (
+            MIN_MULTIPLIER
+            if multiplier is None
+            else min(max(multiplier, MIN_MULTIPLIER), MAX_MULTIPLIER)
+        )
         self.name = name
         self.bound = float(bound)
         self.lr = float(lr)
@@ -94,7 +109,7 @@ class Constraint(torch.nn.Module):
         previous = torch.where(self.running.isnan(), measure, self.running)
         self.running.copy_(MEASURE_SMOOTHING * previous + (1 - MEASURE_SMOOTHING) * measure)
         step = self.violation(self.running).clamp(-1.0, 1.0)
-        self.value.mul_(torch.exp(self.lr * step)).clamp_(min=MIN_MULTIPLIER)
+        self.value.mul_(torch.exp(self.lr * step)).clamp_(MIN_MULTIPLIER, MAX_MULTIPLIER)
 
 
 # Dual step per training step: the multiplier changes by at most this log-factor a step.
