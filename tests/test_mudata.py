@@ -239,3 +239,11 @@ def test_expression_and_de_on_a_mudata_model(mdata):
         assert np.isfinite(de["lfc_mean"]).all() and np.isfinite(de["raw_mean1"]).all()
     scores = model.get_perturbation_scores()
     assert list(scores.cells.index) == list(mdata.obs_names)
+
+
+def test_a_batch_that_separates_the_groups_is_warned_about_in_its_modality(mdata):
+    rna = mdata["rna"]
+    control = (rna.obs["condition"] == "control").to_numpy()
+    rna.obs["sample"] = pd.Categorical(np.where(control, "s_ctrl", "s_pert"))
+    with pytest.warns(UserWarning, match=r"\['sample'\] \(batch_key\) separates control"):
+        setup(mdata, batch_key="sample")

@@ -168,3 +168,26 @@ def test_model_arguments_are_validated():
         compvi.ComparativeVI(adata, n_salient_latent=0)
     with pytest.raises(ValueError, match="dropout_rate"):
         compvi.ComparativeVI(adata, dropout_rate=1.0)
+
+
+def _sample(adata):
+    """A donor-by-condition sample id: every sample holds one group only."""
+    donor = np.where(np.arange(adata.n_obs) % 2 == 0, "d1", "d2")
+    group = np.where(adata.obs["condition"] == "control", "ctrl", "pert")
+    return pd.Categorical([f"{g}_{d}" for g, d in zip(group, donor, strict=True)])
+
+
+def test_a_covariate_that_separates_the_groups_is_warned_about(screen):
+    screen.obs["sample"] = _sample(screen)
+    with pytest.warns(UserWarning, match=r"adata.obs\['sample'\] \(batch_key\) separates"):
+        setup(screen, batch_key="sample")
+    with pytest.warns(UserWarning, match=r"\(categorical_covariate_keys\[1\]\) separates"):
+        setup(screen, batch_key="batch", categorical_covariate_keys=["donor", "sample"])
+
+
+def test_covariates_spread_over_both_groups_raise_no_warning(screen, recwarn):
+    screen.obs["donor_only"] = pd.Categorical(
+        np.where(np.arange(screen.n_obs) % 2 == 0, "d1", "d2")
+    )
+    setup(screen, batch_key="batch", categorical_covariate_keys=["donor", "donor_only"])
+    assert not [w for w in recwarn if "separates" in str(w.message)]

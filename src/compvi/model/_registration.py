@@ -118,6 +118,16 @@ class RegistrationMixin(ComparativeModelBase):
                 categorical_covariate_keys,
                 continuous_covariate_keys,
             )
+            _validation.warn_covariates_that_split_groups(
+                adata.obs[condition_key],
+                control_category,
+                {
+                    label: adata.obs[key]
+                    for label, _, key in _categorical_covariates(
+                        batch_key, categorical_covariate_keys
+                    )
+                },
+            )
         setup_method_args = cls._get_setup_method_args(**locals())
         anndata_fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=True),
@@ -237,6 +247,16 @@ class RegistrationMixin(ComparativeModelBase):
             }.items():
                 with _validation.located(_validation.location(mdata, args, argument)):
                     _validation.check_covariates(checked_at(argument), *check_args)
+            _validation.warn_covariates_that_split_groups(
+                checked_at("condition_key").obs[condition_key],
+                control_category,
+                {
+                    label: checked_at(argument).obs[key]
+                    for label, argument, key in _categorical_covariates(
+                        batch_key, categorical_covariate_keys
+                    )
+                },
+            )
 
         mudata_fields = [
             MuDataLayerField(
@@ -390,3 +410,14 @@ class RegistrationMixin(ComparativeModelBase):
         store = type(self)._per_instance_manager_store.get(self.id, {})
         manager = store.get(adata.uns.get(_SCVI_UUID_KEY))
         return manager is not None and manager.adata is adata
+
+
+def _categorical_covariates(
+    batch_key: str | None, categorical_covariate_keys: list[str] | None
+) -> list[tuple[str, str, str]]:
+    """Each categorical covariate column: how messages name it, its setup argument, its key."""
+    named = [("batch_key", "batch_key", batch_key)] if batch_key is not None else []
+    return named + [
+        (f"categorical_covariate_keys[{i}]", "categorical_covariate_keys", key)
+        for i, key in enumerate(categorical_covariate_keys or [])
+    ]

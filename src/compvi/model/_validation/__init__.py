@@ -21,6 +21,7 @@ from ._obs import (
     check_obs_key,
     check_unique_obs_names,
     normalize_control_category,
+    warn_covariates_that_split_groups,
     warn_near_duplicate_controls,
 )
 from ._query import (
@@ -63,5 +64,6 @@ __all__ = [
     "registered_categories",
     "registered_counts",
     "registered_obs",
+    "warn_covariates_that_split_groups",
     "warn_near_duplicate_controls",
 ]

@@ -203,3 +203,32 @@ def check_distinct_keys(
                 "and the salient space would have nothing left to explain. Register batches "
                 "and covariates with columns other than the condition."
             )
+
+
+def warn_covariates_that_split_groups(
+    condition: pd.Series, control_category: list[str], covariates: dict[str, pd.Series]
+) -> None:
+    """Warn about a categorical covariate none of whose values holds both groups.
+
+    ``condition`` and each covariate are obs columns, matched on their index (the cells);
+    ``covariates`` maps the argument that names a column (``"batch_key"``, say) to it. A
+    column in which every value holds only control cells or only perturbed cells (a sample
+    id that combines donor and condition, a lane per condition) tells the networks which
+    group a cell is in, so the background space and the decoder can explain a perturbation
+    as well as the salient space can.
+    """
+    control = condition.astype(str).isin(control_category)
+    for argument, column in covariates.items():
+        cells = column.index.intersection(control.index)
+        groups = pd.crosstab(column.loc[cells].astype(str), control.loc[cells])
+        if groups.shape[1] < 2 or (groups > 0).all(axis=1).any():
+            continue
+        warnings.warn(
+            f"adata.obs[{column.name!r}] ({argument}) separates control from perturbed "
+            "cells: each of its values holds only one group, so the model can explain a "
+            "perturbation through it instead of the salient space. Register a column that "
+            "varies within conditions (the donor rather than a donor-by-condition sample, "
+            "say), or none.",
+            UserWarning,
+            stacklevel=3,
+        )
