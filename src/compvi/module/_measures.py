@@ -135,10 +135,8 @@ def space_dependence(
     independence given the label. Together with :func:`label_dependence` (the background
     independent of the label) it checks what the priors assume, the background independent
     of the label and the salient latent jointly, without counting twice what the label
-    explains. Pooled over labels, as before this split, the two overlapped: the pooled
-    measure saw each perturbation's salient shift wherever the background had not fully
-    forgotten the label, and on the Papalexi screen it pushed every knock-out's shift onto
-    one direction.
+    explains. Pooled over labels, the measure also saw each perturbation's own salient shift
+    wherever the background had not quite forgotten the label.
 
     Gaussian kernels on each whole space see nonlinear dependence (a salient coordinate
     that is the square of a background one scores above 0) and do not average a dependent
