@@ -48,25 +48,7 @@ def test_every_real_data_notebook_is_known():
     assert set(NEEDS_DATA) <= {path.name for path in TUTORIALS}
 
 
-# Notebooks whose stored outputs predate the recorded-version metadata: executing them takes
-# 10 to 20 minutes each on 2 cores and was not done for this release. Strict: the check passes
-# for them (and the mark must go) once they are executed with scripts/execute_tutorials.py.
-NOT_EXECUTED = {"genetic_screen_papalexi.ipynb", "stimulation_kang.ipynb"}
-
-
-@pytest.mark.parametrize(
-    "notebook",
-    [
-        pytest.param(
-            path,
-            marks=pytest.mark.xfail(strict=True, reason="outputs from an earlier compvi")
-            if path.name in NOT_EXECUTED
-            else (),
-        )
-        for path in TUTORIALS
-    ],
-    ids=lambda path: path.name,
-)
+@pytest.mark.parametrize("notebook", TUTORIALS, ids=lambda path: path.name)
 def test_committed_outputs_come_from_this_version(notebook):
     recorded = nbformat.read(notebook, as_version=4).metadata.get("compvi", {}).get("version")
     assert recorded == version("compvi"), (
