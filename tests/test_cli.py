@@ -618,3 +618,19 @@ def test_fit_reads_h5mu_with_the_rna_modality(screen_file, out_dir, capsys):
     assert main(argv(out_dir / "y.h5mu", "protein")) == 2
     assert "'protein' is not a modality" in _one_line_error(capsys.readouterr().err)
     assert {p.name for p in out_dir.iterdir()} == {"fitted.h5mu", "fitted_perturbations.csv"}
+
+
+def test_warnings_are_one_line_in_command_line_terms(tmp_path, out_dir, capsys):
+    from compvi.data import simulate_screen
+
+    adata = simulate_screen(n_cells=300, n_genes=40, seed=5)
+    control = (adata.obs["condition"] == "control").to_numpy()
+    adata.obs["sample"] = pd.Categorical(np.where(control, "ctrl_1", "pert_1"))
+    path = tmp_path / "screen.h5ad"
+    adata.write_h5ad(path)
+    argv = _fit_argv(path, out_dir / "fit.h5ad", "--batch-key", "sample", "--max-epochs", "1")
+    assert main([*argv, "--no-figures", "--no-de"]) == 0
+    err = capsys.readouterr().err
+    warned = [line for line in err.splitlines() if line.startswith("compvi fit: warning: ")]
+    assert any("adata.obs['sample'] (--batch-key) separates control" in w for w in warned)
+    assert ".py:" not in err  # no source location, as Python's default format adds

@@ -118,6 +118,19 @@ def _quiet(quiet: bool) -> Iterator[None]:
                 logger.setLevel(level)
 
 
+@contextlib.contextmanager
+def _warnings_as_lines(command: str) -> Iterator[None]:
+    """Print each warning as one line in the command line's terms, without a source path."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = options.command_line_message(str(message)) or category.__name__
+        print(f"compvi {command}: warning: {text}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def _one_line(command: str, error: BaseException) -> str:
     # KeyError's str() adds quotes around the message; use the message itself.
     text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
@@ -143,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             print(text, flush=True)
 
     try:
-        with _quiet(args.quiet):
+        with _quiet(args.quiet), _warnings_as_lines(args.command):
             run(args, say)
     except (*_USER_ERRORS, MemoryError, RuntimeError) as error:
         if os.environ.get("COMPVI_TRACEBACK"):
