@@ -6,6 +6,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import anndata as ad
+import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
@@ -634,3 +635,21 @@ def test_warnings_are_one_line_in_command_line_terms(tmp_path, out_dir, capsys):
     warned = [line for line in err.splitlines() if line.startswith("compvi fit: warning: ")]
     assert any("adata.obs['sample'] (--batch-key) separates control" in w for w in warned)
     assert ".py:" not in err  # no source location, as Python's default format adds
+
+
+def test_color_adds_obs_columns_to_the_umaps_and_is_checked_before_training(
+    screen_file, out_dir, capsys, monkeypatch
+):
+    out = out_dir / "fit.h5ad"
+    argv = [*_fit_argv(screen_file, out, "--max-epochs", "1", "--no-de"), "--color", "donor"]
+    assert main(argv) == 0
+    figure = matplotlib.image.imread(out_dir / "fit_umap.png")
+    # One row of two panels per colour: the condition's and the donor's.
+    assert figure.shape[0] > 1.6 * figure.shape[1] / 2.5
+    capsys.readouterr()
+    monkeypatch.setattr(compvi.ComparativeVI, "train", _must_not_train)
+    argv = [*_fit_argv(screen_file, out, "--force"), "--color", "cell_type"]
+    assert main(argv) == 2
+    assert _one_line_error(capsys.readouterr().err) == (
+        "compvi fit: --color 'cell_type' is not a column of the input's obs."
+    )

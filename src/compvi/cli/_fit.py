@@ -169,6 +169,22 @@ def setup(data: AnnData | MuData, args: argparse.Namespace) -> None:
     ComparativeVI.setup_mudata(data, rna_layer=args.layer, modalities=modalities, **fields)
 
 
+def color_columns(data: AnnData | MuData, args: argparse.Namespace) -> dict[str, pd.Series]:
+    """Return the obs columns ``--color`` names, read as setup reads obs keys."""
+    columns = {}
+    for key in args.color:
+        if isinstance(data, AnnData):
+            obs = data.obs
+        else:
+            rna = args.rna_modality or "rna"
+            modality = _modality_of(data, rna, [key])
+            obs = data.obs if modality is None else data[modality].obs
+        if key not in obs:
+            raise KeyError(f"--color {key!r} is not a column of the input's obs.")
+        columns[key] = obs[key]
+    return columns
+
+
 def _figures(model, data, staged: StagedOutputs, args: argparse.Namespace, say) -> None:
     """Write the UMAP pair, the perturbation clustermap and the training diagnostics."""
     import matplotlib
@@ -183,12 +199,15 @@ def _figures(model, data, staged: StagedOutputs, args: argparse.Namespace, say) 
     # disk, or in a modality).
     frame = pd.DataFrame({args.condition_key: condition.astype("category").to_numpy()})
     frame.index = data.obs_names
+    for key, column in color_columns(data, args).items():
+        frame[key] = column.reindex(frame.index).to_numpy()
     plotted = AnnData(
         obs=frame,
         obsm={key: data.obsm[key] for key in ("X_compvi_salient", "X_compvi_background")},
     )
     tl.umap(plotted, random_state=args.seed)
-    figure = pl.embeddings(plotted, color=args.condition_key, show=False)
+    colors = list(dict.fromkeys([args.condition_key, *args.color]))
+    figure = pl.embeddings(plotted, color=colors, show=False)
     figure.savefig(staged.path("umap"), dpi=120, bbox_inches="tight")
     plt.close(figure)
     for key in ("X_compvi_salient_umap", "X_compvi_background_umap"):
@@ -243,6 +262,7 @@ def fit_file(args: argparse.Namespace, *, say: Callable[[str], None]) -> tuple:
     try:
         set_seed(args.seed)
         setup(data, args)
+        color_columns(data, args)  # a missing --color column fails before training
         model = ComparativeVI(data, **options.model_kwargs(args))
         max_epochs = args.max_epochs
         if max_epochs is None:
@@ -365,6 +385,13 @@ def add_fit_arguments(fit: argparse.ArgumentParser) -> None:
     )
     results.add_argument("--no-de", action="store_true", help="write no DE table")
     results.add_argument("--no-figures", action="store_true", help="draw no figures")
+    results.add_argument(
+        "--color",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="also colour the UMAPs by this obs column (a cell type, say); repeat for more",
+    )
     output = fit.add_argument_group("output")
     output.add_argument(
         "--out",
