@@ -25,7 +25,10 @@ def _files(folder: Path) -> dict[str, bytes | None]:
 
 
 def _one_line_error(err: str, command: str = "fit") -> str:
-    lines = err.strip().splitlines()
+    # Warnings before the error (scvi-tools' own about the same input, say) are lines of
+    # their own, marked as such.
+    warning = f"compvi {command}: warning: "
+    lines = [line for line in err.strip().splitlines() if not line.startswith(warning)]
     assert len(lines) == 1, err
     assert lines[0].startswith(f"compvi {command}: "), err
     return lines[0]
