@@ -15,7 +15,10 @@ MIN_MULTIPLIER = 1e-6
 #: larger penalty does not meet the bound sooner, it silences the objective (on the Papalexi
 #: screen, multipliers that reached 1e12 within six epochs collapsed both latent spaces) and
 #: then takes hundreds of steps to unwind. Small screens need more than 1 to hold the
-#: leakage bound (tests/test_model.py).
+#: leakage bound (tests/test_model.py); 1e4 brought the Papalexi collapse back. The price:
+#: a small screen whose bound stays hard to meet (escapers among a perturbation's cells)
+#: keeps its multiplier at the ceiling and loses responders
+#: (tests/test_perturbation_scores.py, an expected failure).
 MAX_MULTIPLIER = 100.0
 #: Weight of the past in the running mean of a measure that drives its multiplier: about
 #: the last 1 / (1 - 0.9) = 10 steps count.
