@@ -41,7 +41,7 @@ class _ConstraintNames(NamedTuple):
     EDGES: str = "edges"
 
 
-#: The constraints' names: constraint ``name`` is bounded by ``{name}_bound`` in
+#: The constraints' names. Constraint ``name`` is bounded by ``{name}_bound`` in
 #: ComparativeVI.train (``edge_bound`` for ``"edges"``), and the model's ``history``
 #: holds its curves ``{name}_train``, ``{name}_bound`` and ``{name}_multiplier``.
 CONSTRAINTS = _ConstraintNames()

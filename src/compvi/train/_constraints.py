@@ -6,22 +6,22 @@ import torch
 
 from .._constants import CONSTRAINT_MEANINGS, CONSTRAINTS
 
-#: The smallest multiplier, standing in for 0 (a multiplicative step could never leave 0):
-#: against an objective of magnitude 1,000 a constraint at this multiplier moves the
+#: The smallest multiplier, standing in for 0 (a multiplicative step could never leave 0).
+#: Against an objective of magnitude 1,000 a constraint at this multiplier moves the
 #: objective by 0.001 per bound of violation.
 MIN_MULTIPLIER = 1e-6
-#: The largest multiplier: a violation by one bound then weighs a hundred objectives. Beyond
-#: that the multiplier only winds up: Adam's steps do not grow with the loss's scale, so a
-#: larger penalty does not meet the bound sooner, it silences the objective (on the Papalexi
-#: screen, multipliers that reached 1e12 within six epochs collapsed both latent spaces) and
-#: then takes hundreds of steps to unwind. Small screens need more than 1 to hold the
-#: leakage bound (tests/test_model.py); 1e4 brought the Papalexi collapse back. The price:
-#: a small screen whose bound stays hard to meet (escapers among a perturbation's cells)
-#: keeps its multiplier at the ceiling and loses responders
+#: The largest multiplier, at which a violation by one bound weighs a hundred objectives.
+#: Beyond that the multiplier only winds up. Adam's steps do not grow with the loss's scale,
+#: so a larger penalty does not meet the bound sooner; it silences the objective (on the
+#: Papalexi screen, multipliers that reached 1e12 within six epochs collapsed both latent
+#: spaces) and then takes hundreds of steps to unwind. Small screens need more than 1 to
+#: hold the leakage bound (tests/test_model.py); 1e4 brought the Papalexi collapse back.
+#: The price is paid by a small screen whose bound stays hard to meet (escapers among a
+#: perturbation's cells), which keeps its multiplier at the ceiling and loses responders
 #: (tests/test_perturbation_scores.py, an expected failure).
 MAX_MULTIPLIER = 100.0
-#: Weight of the past in the running mean of a measure that drives its multiplier: about
-#: the last 1 / (1 - 0.9) = 10 steps count.
+#: Weight of the past in the running mean of a measure that drives its multiplier, so
+#: that about the last 1 / (1 - 0.9) = 10 steps count.
 MEASURE_SMOOTHING = 0.9
 
 
