@@ -114,8 +114,8 @@ def normalized_hsic(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
 def within_label_residuals(values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Subtract from each row the mean of the rows that share its label."""
     labels = labels.reshape(-1).long()
-    _, group = torch.unique(labels, return_inverse=True)
-    n_groups = int(group.max()) + 1 if group.numel() else 0
+    present, group = torch.unique(labels, return_inverse=True)
+    n_groups = present.numel()
     sums = values.new_zeros(n_groups, values.shape[1]).index_add(0, group, values)
     counts = torch.bincount(group, minlength=n_groups).to(values.dtype).unsqueeze(-1)
     return values - (sums / counts)[group]
