@@ -111,19 +111,24 @@ def test_without_the_bound_controls_keep_more_salient_signal(screen):
     assert _history(free, "leakage_train")[-10:].mean() > 2 * ended_bounded
 
 
-def test_multipliers_are_carried_into_the_next_train_call(screen):
-    model = fit(screen, max_epochs=6)
+def test_multipliers_are_carried_into_the_next_train_call_and_through_save(screen, tmp_path):
+    # A fast dual step, so that six epochs take the multipliers well off their floor.
+    model = fit(screen, max_epochs=6, multiplier_lr=2.0)
+    model.save(tmp_path / "model", save_anndata=False)
+    loaded = compvi.ComparativeVI.load(tmp_path / "model", adata=screen)
+    assert loaded.constraint_state_ == model.constraint_state_
     first = {
         name: _history(model, f"{name}_multiplier")[-1]
         for name in ("leakage", "dependence", "background_shift")
     }
-    ended = dict(model._constraint_state["multipliers"])
+    ended = dict(model.constraint_state_["multipliers"])
     assert set(ended) == set(first)
-    model.train(max_epochs=1, enable_progress_bar=False, batch_size=64)
-    # The second fit's first logged multiplier is where the first fit ended, not the floor.
+    assert max(ended.values()) > 10 * MIN_MULTIPLIER
+    # The loaded model's fit starts where the first fit ended, not at the floor.
+    loaded.train(max_epochs=1, enable_progress_bar=False, batch_size=64)
     for name, value in ended.items():
         if value > 10 * MIN_MULTIPLIER:
-            assert _history(model, f"{name}_multiplier")[0] > 0.5 * value
+            assert _history(loaded, f"{name}_multiplier")[0] > 0.5 * value
 
 
 def test_a_violated_constraint_is_named_in_a_warning(screen):

@@ -146,8 +146,9 @@ class ComparativeVI(
         mask_temperature: float = 0.5,
     ) -> None:
         super().__init__(adata)
-        # Multipliers and the edge bound where the last fit left them (see train()).
-        self._constraint_state: dict = {}
+        # Multipliers and the edge bound where the last fit left them (see train()); the
+        # trailing underscore makes scvi-tools save it with the model and set it on load.
+        self.constraint_state_: dict = {}
         for name, value in {
             "n_background_latent": n_background_latent,
             "n_salient_latent": n_salient_latent,

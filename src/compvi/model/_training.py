@@ -79,7 +79,8 @@ class TrainingMixin(ComparativeModelBase):
           with the controls' and with each other's.
 
         A model trained again goes on from where its multipliers (and the sparse prior's
-        edge bound) stood. When training ends with a constraint above its bound, a warning
+        edge bound) stood, also after :meth:`save` and :meth:`load` (they are kept in
+        ``model.constraint_state_``). When training ends with a constraint above its bound, a warning
         names it and what to do. Per-epoch curves land in ``model.history``:
         ``loss_control_train`` and ``loss_perturbed_train`` (mean negative ELBO of each
         group), ``mgda_weight`` (the control objective's weight), ``kl_weight``, and for
@@ -134,8 +135,9 @@ class TrainingMixin(ComparativeModelBase):
             Fixed penalty weight on the (relative) leakage instead of the constraint, for
             ablations; needs ``leakage_bound=None``.
         multiplier_lr
-            Dual step size: each training step multiplies a multiplier by at most
-            :math:`e^{\pm\text{multiplier\_lr}}`, following the running mean of its
+            Dual step size: each epoch multiplies a multiplier by at most
+            :math:`e^{\pm\text{multiplier\_lr}}` (in equal parts over the epoch's steps, so
+            the pace does not depend on the batch size), following the running mean of its
             measure relative to the bound.
         accelerator, devices
             Lightning accelerator and devices. For distributed data-parallel training pass
@@ -212,9 +214,9 @@ class TrainingMixin(ComparativeModelBase):
             multiplier_lr=multiplier_lr,
         )
         # A model trained again goes on from where its constraints stood.
-        plan_kwargs.setdefault("multipliers", self._constraint_state.get("multipliers"))
+        plan_kwargs.setdefault("multipliers", self.constraint_state_.get("multipliers"))
         if sparse:
-            plan_kwargs.setdefault("edge_anneal_start", self._constraint_state.get("edge_bound"))
+            plan_kwargs.setdefault("edge_anneal_start", self.constraint_state_.get("edge_bound"))
         training_plan = self._training_plan_cls(self.module, **plan_kwargs)
         trainer_kwargs.setdefault("early_stopping", early_stopping)
         runner = self._train_runner_cls(
@@ -227,7 +229,7 @@ class TrainingMixin(ComparativeModelBase):
             **trainer_kwargs,
         )
         result = runner()
-        self._constraint_state = {
+        self.constraint_state_ = {
             "multipliers": training_plan.multipliers(),
             "edge_bound": (
                 training_plan.constraints[CONSTRAINTS.EDGES].bound

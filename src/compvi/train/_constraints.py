@@ -105,15 +105,20 @@ class Constraint(torch.nn.Module):
         return self.value.clone() * self.violation(measure) * scale
 
     @torch.no_grad()
-    def step(self, measure: torch.Tensor) -> None:
-        """Take one dual-ascent step given the measure observed this step."""
+    def step(self, measure: torch.Tensor, share: float = 1.0) -> None:
+        r"""Take one dual-ascent step given the measure observed this step.
+
+        ``share`` is the part of an epoch this step covers (1 / steps per epoch), so that
+        the multiplier moves by at most :math:`e^{\eta}` per epoch however the data are cut
+        into minibatches.
+        """
         measure = measure.detach().to(self.running.dtype)
         # The first measure starts the running mean (a select: no wait for the device).
         previous = torch.where(self.running.isnan(), measure, self.running)
         self.running.copy_(MEASURE_SMOOTHING * previous + (1 - MEASURE_SMOOTHING) * measure)
         step = self.violation(self.running).clamp(-1.0, 1.0)
-        self.value.mul_(torch.exp(self.lr * step)).clamp_(MIN_MULTIPLIER, MAX_MULTIPLIER)
+        self.value.mul_(torch.exp(self.lr * share * step)).clamp_(MIN_MULTIPLIER, MAX_MULTIPLIER)
 
 
-# Dual step per training step: the multiplier changes by at most this log-factor a step.
-DEFAULT_MULTIPLIER_LR = 0.05
+# Dual step per epoch: the multiplier changes by at most this log-factor an epoch.
+DEFAULT_MULTIPLIER_LR = 0.25

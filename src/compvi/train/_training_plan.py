@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Literal
 
@@ -26,17 +27,23 @@ class ComparativeTrainingPlan(TrainingPlan):
     r"""Fit a comparative VAE on paired control/perturbed minibatches.
 
     Each step evaluates the mean negative ELBO of the control cells, :math:`L_c`, and of the
-    perturbed cells, :math:`L_p`, and minimizes the Lagrangian
+    perturbed cells, :math:`L_p`, and minimizes the normalized Lagrangian
 
     .. math::
 
         L = 2\,(\alpha L_c + (1 - \alpha) L_p), \qquad
-        L + \sum_k \lambda_k (R_k / \varepsilon_k - 1)\,\lvert\bar L\rvert,
+        \frac{L + \sum_k \lambda_k (R_k / \varepsilon_k - 1)\,\lvert\bar L\rvert}
+        {1 + \sum_k \lambda_k},
 
     where each :math:`R_k \le \varepsilon_k` is a constraint on the module's measures of
     how the two latent spaces mix (see :class:`~compvi.train._constraints.Constraint`),
     :math:`\bar L` is :math:`L` held constant for the gradient, and each
-    :math:`\lambda_k \ge 0` follows dual ascent on the relative violation.
+    :math:`\lambda_k \ge 0` follows dual ascent on the relative violation, by at most a
+    factor :math:`e^{\eta}` per epoch. The denominator leaves the direction of the gradient
+    as the plain Lagrangian's but keeps its scale from following the multipliers: Adam
+    divides by a running mean of squared gradients that forgets over about 1,000 steps, so a
+    loss whose scale grows by orders of magnitude within an epoch (a multiplier rising
+    while a bound is far off) can take steps many times the learning rate.
 
     Parameters
     ----------
@@ -81,8 +88,9 @@ class ComparativeTrainingPlan(TrainingPlan):
         A fixed penalty weight on the leakage instead of its constraint (for ablations);
         needs ``leakage_bound=None``.
     multiplier_lr
-        Dual step size of every multiplier: each training step multiplies it by at most
-        :math:`e^{\pm\eta}` (see :class:`~compvi.train._constraints.Constraint`).
+        Dual step size of every multiplier: each epoch multiplies it by at most
+        :math:`e^{\pm\eta}`, in equal parts over the epoch's steps (see
+        :class:`~compvi.train._constraints.Constraint`).
     multipliers
         Starting values of the multipliers by constraint name (where an earlier fit left
         them); missing ones start at :data:`~compvi.train._constraints.MIN_MULTIPLIER`.
@@ -351,8 +359,11 @@ class ComparativeTrainingPlan(TrainingPlan):
         loss = 2 * (alpha * extra["loss_control"] + (1 - alpha) * extra["loss_perturbed"])
         # Penalties in units of the objective, so the multipliers are free of units.
         scale = loss.detach().abs()
+        total = torch.ones((), device=loss.device)
         for measure, constraint in self.constraints.items():
             loss = loss + constraint.penalty(extra[measure], scale)
+            total = total + constraint.value.clone()
+        loss = loss / total
         if self.leakage_weight:
             loss = loss + self.leakage_weight * extra[CONSTRAINTS.LEAKAGE]
         self._raise_if_not_finite(loss, loss_output, perturbed)
@@ -367,14 +378,23 @@ class ComparativeTrainingPlan(TrainingPlan):
             measures = self._mean_over_processes(
                 torch.stack([extra[measure].detach() for measure in self.constraints])
             )
+            share = self._epoch_share()
             for (measure, constraint), value in zip(
                 self.constraints.items(), measures, strict=True
             ):
                 self.log(f"{measure}_multiplier", constraint.value, **log)
                 self.log(f"{measure}_bound", constraint.bound, **log)
-                constraint.step(value)
+                constraint.step(value, share)
         self.compute_and_log_metrics(loss_output, self.train_metrics, "train")
         return loss
+
+    def _epoch_share(self) -> float:
+        """Return the part of a training epoch one step covers (1 without a known length)."""
+        # The dual step is per epoch: per step, a screen cut into many minibatches wound its
+        # multipliers up before the network could answer them (140 steps an epoch on
+        # Papalexi), and one cut into few hardly moved them.
+        steps = self.trainer.num_training_batches
+        return 1.0 / steps if math.isfinite(steps) and steps >= 1 else 1.0
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """Log validation metrics on a paired minibatch."""
