@@ -80,8 +80,8 @@ class TrainingMixin(ComparativeModelBase):
 
         A model trained again goes on from where its multipliers (and the sparse prior's
         edge bound) stood, also after :meth:`save` and :meth:`load` (they are kept in
-        ``model.constraint_state_``). When training ends with a constraint above its bound, a warning
-        names it and what to do. Per-epoch curves land in ``model.history``:
+        ``model.constraint_state_``). When training ends with a constraint above its bound,
+        a warning names it and what to do. Per-epoch curves land in ``model.history``:
         ``loss_control_train`` and ``loss_perturbed_train`` (mean negative ELBO of each
         group), ``mgda_weight`` (the control objective's weight), ``kl_weight``, and for
         each constraint ``{name}_train`` (always), ``{name}_bound`` and
