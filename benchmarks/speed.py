@@ -357,6 +357,8 @@ def main() -> None:
         "memory):\n\n"
         f"{ratios.round(3).to_markdown(index=False)}\n\n![speed](speed_{args.tag}.png)\n"
     )
+    # The full table is written: the rows kept against an interrupted run are not needed.
+    partial.unlink()
 
 
 def _plot(table: pd.DataFrame, path: Path, device: str) -> None:

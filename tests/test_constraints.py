@@ -26,6 +26,16 @@ def test_multiplier_grows_by_the_clipped_relative_violation_of_the_running_mean(
     assert constraint.value.item() == pytest.approx(MIN_MULTIPLIER)
 
 
+def test_a_step_moves_the_multiplier_by_its_share_of_an_epoch():
+    whole, quarter = (Constraint(CONSTRAINTS.LEAKAGE, 0.1, lr=0.5, multiplier=0.01) for _ in "ab")
+    whole.step(torch.tensor(0.3))
+    for _ in range(4):
+        quarter.step(torch.tensor(0.3), share=0.25)
+    # Both violated by more than one bound (clipped at 1): one epoch's factor e^0.5 each.
+    assert whole.value.item() == pytest.approx(0.01 * math.exp(0.5))
+    assert quarter.value.item() == pytest.approx(whole.value.item())
+
+
 def test_spiky_measures_violated_on_average_raise_the_multiplier():
     # One minibatch in five far over the bound, the rest at 0: violated by 60% on average.
     # Clipping each step's violation would average -0.6 and let the multiplier fall.

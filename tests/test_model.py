@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import scvi
@@ -111,6 +113,23 @@ def test_without_the_bound_controls_keep_more_salient_signal(screen):
     assert _history(free, "leakage_train")[-10:].mean() > 2 * ended_bounded
 
 
+@pytest.mark.parametrize("batch_size", [16, 64])
+def test_the_dual_step_is_per_epoch_whatever_the_batch_size(screen, batch_size):
+    # A bound no minibatch meets: every step's violation is clipped at 1, so after three
+    # epochs the multiplier is e^(3 * multiplier_lr) above its floor at any batch size.
+    model = fit(
+        screen.copy(),
+        max_epochs=3,
+        batch_size=batch_size,
+        leakage_bound=1e-7,
+        multiplier_lr=2.0,
+        dependence_bound=None,
+        background_shift_bound=None,
+    )
+    ended = model.constraint_state_["multipliers"][CONSTRAINTS.LEAKAGE]
+    assert ended == pytest.approx(MIN_MULTIPLIER * math.exp(3 * 2.0), rel=1e-4)
+
+
 def test_multipliers_are_carried_into_the_next_train_call_and_through_save(screen, tmp_path):
     # A fast dual step, so that six epochs take the multipliers well off their floor.
     model = fit(screen, max_epochs=6, multiplier_lr=2.0)
@@ -124,11 +143,12 @@ def test_multipliers_are_carried_into_the_next_train_call_and_through_save(scree
     ended = dict(model.constraint_state_["multipliers"])
     assert set(ended) == set(first)
     assert max(ended.values()) > 10 * MIN_MULTIPLIER
-    # The loaded model's fit starts where the first fit ended, not at the floor.
+    # The loaded model's one-epoch fit starts where the first fit ended, not at the floor
+    # (its epoch is the history's last row, whether or not the history kept the first fit).
     loaded.train(max_epochs=1, enable_progress_bar=False, batch_size=64)
     for name, value in ended.items():
         if value > 10 * MIN_MULTIPLIER:
-            assert _history(loaded, f"{name}_multiplier")[0] > 0.5 * value
+            assert _history(loaded, f"{name}_multiplier")[-1] > 0.5 * value
 
 
 def test_a_violated_constraint_is_named_in_a_warning(screen):

@@ -11,14 +11,9 @@ from .._constants import CONSTRAINT_MEANINGS, CONSTRAINTS
 #: objective by 0.001 per bound of violation.
 MIN_MULTIPLIER = 1e-6
 #: The largest multiplier, at which a violation by one bound weighs a hundred objectives.
-#: Beyond that the multiplier only winds up. Adam's steps do not grow with the loss's scale,
-#: so a larger penalty does not meet the bound sooner; it silences the objective (on the
-#: Papalexi screen, multipliers that reached 1e12 within six epochs collapsed both latent
-#: spaces) and then takes hundreds of steps to unwind. Small screens need more than 1 to
-#: hold the leakage bound (tests/test_model.py); 1e4 brought the Papalexi collapse back.
-#: The price is paid by a small screen whose bound stays hard to meet (escapers among a
-#: perturbation's cells), which keeps its multiplier at the ceiling and loses responders
-#: (tests/test_perturbation_scores.py, an expected failure).
+#: Beyond that the multiplier only winds up: a larger penalty does not meet the bound
+#: sooner, it silences the objective. When the dual step was per training step, multipliers
+#: that reached 1e12 within six epochs collapsed both latent spaces on the Papalexi screen.
 MAX_MULTIPLIER = 100.0
 #: Weight of the past in the running mean of a measure that drives its multiplier, so
 #: that about the last 1 / (1 - 0.9) = 10 steps count.
@@ -38,19 +33,20 @@ class Constraint(torch.nn.Module):
     .. math::
 
         \lambda \leftarrow \operatorname{clip}\bigl(
-        \lambda \exp(\eta \operatorname{clip}(\bar R / \varepsilon - 1, -1, 1)),
+        \lambda \exp(\eta s \operatorname{clip}(\bar R / \varepsilon - 1, -1, 1)),
         \lambda_{\min}, \lambda_{\max}\bigr),
 
-    mirror ascent on the dual with a logarithmic geometry: the multiplier grows while the
-    constraint is violated and shrinks once it holds with slack, by at most a factor
-    :math:`e^{\eta}` per step, so the same :math:`\eta` tracks multipliers that settle
-    anywhere between :math:`\lambda_{\min}` and :math:`\lambda_{\max}`. The running mean matters:
-    minibatch measures near a small bound are noisy, and clipping each step's violation
+    with :math:`s` the share of an epoch the step covers: mirror ascent on the dual with a
+    logarithmic geometry. The multiplier grows while the constraint is violated and shrinks
+    once it holds with slack, by at most a factor :math:`e^{\eta}` per epoch, so the same
+    :math:`\eta` tracks multipliers that settle anywhere between :math:`\lambda_{\min}` and
+    :math:`\lambda_{\max}`. The step is per epoch because the dual must move slower than the
+    network can answer it whatever the batch size. The running mean matters: minibatch
+    measures near a small bound are noisy, and clipping each step's violation
     would cut the large ones more than the small ones, so a constraint violated on average
     could see its multiplier fall. :math:`\lambda_{\min}` (:data:`MIN_MULTIPLIER`) stands
     in for 0, where a multiplicative step would stay; :math:`\lambda_{\max}`
-    (:data:`MAX_MULTIPLIER`) stops the multiplier from winding up while the measure is
-    still falling as fast as the optimizer can move it.
+    (:data:`MAX_MULTIPLIER`) bounds what a violation can weigh.
 
     Parameters
     ----------
@@ -60,7 +56,7 @@ class Constraint(torch.nn.Module):
     bound
         The bound :math:`\varepsilon > 0`, in the measure's own scale-free units.
     lr
-        Dual step size :math:`\eta > 0`.
+        Dual step size :math:`\eta > 0`, per epoch.
     multiplier
         Starting value of :math:`\lambda` (where an earlier fit left it); ``None`` starts
         at :math:`\lambda_{\min}`.
