@@ -113,8 +113,10 @@ def test_tighter_edge_bound_gives_a_sparser_graph():
             adata.copy(),
             model={"prior": "sparse"},
             max_epochs=30,
-            # About 600 steps: the multiplier needs a few hundred to rise from its floor.
+            # A dual step of e^1 an epoch (the default is e^0.25): 30 epochs are short for a
+            # multiplier to rise from its floor to where it holds the bound.
             batch_size=16,
+            multiplier_lr=1.0,
             edge_bound=bound,
             plan_kwargs={"edge_anneal_fraction": 0.3},
         )
