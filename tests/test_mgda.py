@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from compvi.train._mgda import min_norm_weight
-from compvi.train._training_plan import _output_layer_gradient
+from compvi.train._mgda import gradient_products, min_norm_weight, min_norm_weight_of_products
+from compvi.train._training_plan import _flat_gradient
 
 
 def _brute_force(g1, g2):
@@ -43,14 +43,20 @@ def test_shape_mismatch_raises():
         min_norm_weight(torch.ones(3), torch.ones(4))
 
 
-def test_output_layer_gradient_matches_autograd():
+def test_weight_of_products_is_the_weight_of_the_gradients():
+    rng = np.random.default_rng(1)
+    g1, g2 = (torch.tensor(g) for g in rng.normal(size=(2, 6)))
+    products = gradient_products(g1, g2)
+    torch.testing.assert_close(products, torch.stack([g1 @ g1, g2 @ g2, g1 @ g2]))
+    torch.testing.assert_close(min_norm_weight_of_products(products), min_norm_weight(g1, g2))
+
+
+def test_flat_gradient_matches_backward_and_fills_unused_parameters_with_zeros():
     torch.manual_seed(0)
-    layer = torch.nn.Linear(5, 3)
-    head_input = torch.randn(8, 5)
-    target = torch.randn(8, 3)
-    logits = layer(head_input)
-    loss = ((logits - target) ** 2).sum()
-    (delta,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    used, unused = torch.nn.Linear(4, 3), torch.nn.Linear(4, 2)
+    loss = used(torch.randn(5, 4)).pow(2).sum()
+    parameters = [*used.parameters(), *unused.parameters()]
+    flat = _flat_gradient(loss, parameters)
     loss.backward()
-    expected = torch.cat([layer.weight.grad.T.reshape(-1), layer.bias.grad])
-    torch.testing.assert_close(_output_layer_gradient(delta, head_input), expected)
+    expected = torch.cat([used.weight.grad.reshape(-1), used.bias.grad, torch.zeros(10)])
+    torch.testing.assert_close(flat, expected)

@@ -15,7 +15,6 @@ from compvi.dataloaders._paired import concatenate_sources
 from compvi.metrics import affine_r2
 from compvi.model._training import default_kl_warmup_epochs
 from compvi.train._constraints import MIN_MULTIPLIER
-from compvi.train._mgda import min_norm_weight
 from compvi.train._training_plan import ComparativeTrainingPlan
 
 
@@ -206,20 +205,40 @@ def test_plan_mgda_weight_equals_min_norm_of_per_objective_gradients(screen):
         batch_size=32,
     )
     splitter.setup()
-    layer = model.module.decoder.logits
-    alphas = []
+    shared = model.module.shared_parameters()
+    salient_head = {id(p) for p in model.module.encoder.salient.parameters()}
+    # The decoder and the encoder's trunk are shared, the salient head is not.
+    assert {id(p) for p in model.module.decoder.parameters()} <= {id(p) for p in shared}
+    assert {id(p) for p in model.module.encoder.trunk.parameters()} <= {id(p) for p in shared}
+    assert not salient_head & {id(p) for p in shared}
+    alphas, running = [], None
     for batch in splitter.train_dataloader():
         tensors = concatenate_sources(batch)
-        inference, generative, loss_output = model.module(tensors)
-        alpha = plan._mgda_weight(loss_output, generative, inference["perturbed"])
+        _, _, loss_output = model.module(tensors)
+        alpha = plan._mgda_weight(loss_output)
         grads = []
         for key in ("loss_control", "loss_perturbed"):
-            weight, bias = torch.autograd.grad(
-                loss_output.extra_metrics[key], [layer.weight, layer.bias], retain_graph=True
+            parts = torch.autograd.grad(
+                loss_output.extra_metrics[key], shared, retain_graph=True, allow_unused=True
             )
-            grads.append(torch.cat([weight.T.reshape(-1), bias]))
-        torch.testing.assert_close(alpha, min_norm_weight(*grads))
+            grads.append(
+                torch.cat(
+                    [
+                        (torch.zeros_like(p) if g is None else g).reshape(-1)
+                        for g, p in zip(parts, shared, strict=True)
+                    ]
+                )
+            )
+        g1, g2 = grads
+        products = torch.stack([g1 @ g1, g2 @ g2, g1 @ g2])
+        # The weight reads running means of the inner products (the first step's alone).
+        running = products if running is None else 0.9 * running + 0.1 * products
+        expected = torch.clamp(
+            (running[1] - running[2]) / (running[0] + running[1] - 2 * running[2]), 0, 1
+        )
+        torch.testing.assert_close(alpha, expected)
         alphas.append(alpha.item())
+    assert len(alphas) > 2  # enough steps for the running means to matter
     # Some minibatch must leave the clipped corners, or the comparison would be trivial.
     assert any(0 < alpha < 1 for alpha in alphas)
 

@@ -64,7 +64,11 @@ def test_the_local_scale_sees_shifts_within_clusters():
     labels = label_gram(torch.as_tensor(condition))
     local = normalized_hsic(rbf_gram(_t(points), local=True), labels).item()
     assert local > 5 * normalized_hsic(rbf_gram(_t(points)), labels).item()
-    assert label_dependence(_t(points), torch.as_tensor(condition)).item() == pytest.approx(local)
+    # With two groups the measure is the normalized HSIC with the label, up to estimation.
+    condition = torch.as_tensor(condition)
+    assert label_dependence(_t(points), condition > 0, condition).item() == pytest.approx(
+        local, rel=0.1
+    )
 
 
 def test_normalized_hsic_is_one_for_identical_and_near_zero_for_independent_spaces():
@@ -148,16 +152,78 @@ def test_space_dependence_reads_dependence_given_the_label():
 def test_label_dependence_sees_shifts_that_cancel_across_perturbations():
     rng = np.random.default_rng(4)
     n = 300
-    condition = np.repeat([0, 1, 2], n // 3)
+    condition = torch.as_tensor(np.repeat([0, 1, 2], n // 3))
     b = rng.normal(size=(n, 5))
-    null = label_dependence(_t(b), torch.as_tensor(condition)).item()
+    null = label_dependence(_t(b), condition > 0, condition).item()
     shifted = b.copy()
     shifted[condition == 1, 0] += 1.5
     shifted[condition == 2, 0] -= 1.5  # the perturbed cells' pooled mean does not move
     assert shifted[condition > 0, 0].mean() == pytest.approx(b[condition > 0, 0].mean())
-    moved = label_dependence(_t(shifted), torch.as_tensor(condition)).item()
+    moved = label_dependence(_t(shifted), condition > 0, condition).item()
     assert abs(null) < 0.01
     assert moved > 0.05
+
+
+def _mmd_by_loops(kernel, first, second):
+    """Unbiased squared MMD between two row sets of a Gram matrix, pair by pair."""
+    within_first = [kernel[i, j] for i in first for j in first if i != j]
+    within_second = [kernel[i, j] for i in second for j in second if i != j]
+    across = [kernel[i, j] for i in first for j in second]
+    return np.mean(within_first) + np.mean(within_second) - 2 * np.mean(across)
+
+
+def test_label_dependence_is_the_mean_of_each_perturbations_normalized_mmd():
+    rng = np.random.default_rng(6)
+    condition = np.array([0] * 12 + [3] * 5 + [5] * 2 + [7] * 1)
+    b = rng.normal(size=(len(condition), 3))
+    b[condition == 3] += 1.0
+    kernel = rbf_gram(_t(b), local=True).double().numpy()
+    controls = np.flatnonzero(condition == 0)
+    spread = unbiased_hsic(
+        torch.as_tensor(kernel[np.ix_(controls, controls)]),
+        torch.as_tensor(kernel[np.ix_(controls, controls)]),
+    ).item()
+    # The single cell of perturbation 7 has no pair of its own and is left out.
+    expected = np.mean(
+        [_mmd_by_loops(kernel, np.flatnonzero(condition == g), controls) for g in (3, 5)]
+    ) / (4 * np.sqrt(spread))
+    condition = torch.as_tensor(condition)
+    value = label_dependence(_t(b), condition > 0, condition).item()
+    assert value == pytest.approx(expected, rel=1e-4)
+
+
+def test_label_dependence_weighs_a_small_perturbation_as_a_large_one():
+    rng = np.random.default_rng(7)
+    # 128 controls, a large knock-out (100 cells) and a small one (6 cells), as a minibatch
+    # of a screen whose perturbations differ in size.
+    condition = torch.as_tensor(np.repeat([0, 1, 2], [128, 100, 6]))
+    perturbed = condition > 0
+
+    def mean_measures(shifted_group: int) -> tuple[float, float]:
+        new, pooled = [], []
+        for _ in range(40):
+            b = rng.normal(size=(len(condition), 6))
+            b[condition.numpy() == shifted_group, 0] += 1.5
+            new.append(label_dependence(_t(b), perturbed, condition).item())
+            kernel = rbf_gram(_t(b), local=True)
+            pooled.append(normalized_hsic(kernel, label_gram(condition)).item())
+        return float(np.mean(new)), float(np.mean(pooled))
+
+    large, large_pooled = mean_measures(1)
+    small, small_pooled = mean_measures(2)
+    # A pooled HSIC barely sees the small knock-out's shift; the per-perturbation measure
+    # scores both shifts alike (each perturbation weighs the same in the mean).
+    assert small_pooled < 0.1 * large_pooled
+    assert small == pytest.approx(large, rel=0.3)
+    assert small > 10 * DEFAULT_BOUNDS[CONSTRAINTS.BACKGROUND_SHIFT]
+
+
+def test_label_dependence_needs_controls_and_a_perturbation_with_two_cells():
+    b = _t(np.random.default_rng(8).normal(size=(10, 2)))
+    singletons = torch.as_tensor([0] * 6 + [1, 2, 3, 4])
+    assert label_dependence(b, singletons > 0, singletons).item() == 0.0
+    few_controls = torch.as_tensor([0] * 3 + [1] * 7)
+    assert label_dependence(b, few_controls > 0, few_controls).item() == 0.0
 
 
 def test_label_gram_is_one_on_shared_labels():

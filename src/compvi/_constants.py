@@ -50,7 +50,9 @@ CONSTRAINTS = _ConstraintNames()
 CONSTRAINT_MEANINGS = {
     CONSTRAINTS.LEAKAGE: "salient energy of control cells relative to perturbed cells",
     CONSTRAINTS.DEPENDENCE: "normalized HSIC between the background and salient spaces",
-    CONSTRAINTS.BACKGROUND_SHIFT: "normalized HSIC between the background and the condition",
+    CONSTRAINTS.BACKGROUND_SHIFT: (
+        "normalized kernel distance between each perturbation's background and the controls'"
+    ),
     CONSTRAINTS.EDGES: "expected number of edges per perturbation of the sparse prior",
 }
 

@@ -98,12 +98,11 @@ class TrainingMixin(ComparativeModelBase):
             Cells of each group per minibatch.
         balancing
             ``"sum"`` (the default) adds the control and perturbed objectives. ``"mgda"``
-            weighs them by the min-norm combination of their gradients on the decoder's
-            output layer (Sener & Koltun, 2018). The two groups' cells are disjoint, so
-            those gradients are nearly orthogonal and MGDA acts as a reweighting by
-            gradient size; with the constraints of this version it kept more of the
-            perturbation in the background space than the sum on Kang 2018, and matched it
-            on simulated screens (``benchmarks/results/disentanglement``).
+            weighs them by the min-norm combination of their gradients on every parameter
+            both reach, the encoder's trunk and background head and the decoder (Sener &
+            Koltun, 2018), from running means of the gradients' inner products; it costs
+            two extra backward passes a step. ``docs/choosing_settings.md`` compares the
+            two on the benchmarks.
         leakage_bound
             The largest mean squared salient posterior mean of control cells, relative to
             that of perturbed cells: ``0.02`` lets controls keep 2% of the perturbed cells'

@@ -151,20 +151,49 @@ def space_dependence(
     return normalized_hsic(rbf_gram(background[perturbed]), rbf_gram(residuals))
 
 
-def label_dependence(background: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-    """Measure the normalized HSIC between the background means and the condition label.
+def label_dependence(
+    background: torch.Tensor, perturbed: torch.Tensor, condition: torch.Tensor
+) -> torch.Tensor:
+    r"""Measure how far the perturbations' background distributions are from the controls'.
 
-    With a delta kernel on the label this compares each perturbation's background
-    distribution with every other's and with the controls' (a kernel two-sample statistic per
-    group, pooled), so shifts that cancel across perturbations still count. About 0 when the
-    background distribution does not depend on the condition, as in a randomized screen.
-    The kernel reads a local length scale too (see :func:`rbf_gram`), so a shift within
-    every cell type counts, not only one of whole populations.
+    For each perturbation :math:`g` with at least two cells in the minibatch, the unbiased
+    squared maximum mean discrepancy between the background means of its cells and the
+    controls', :math:`\bar K_{gg} + \bar K_{cc} - 2\bar K_{gc}` (mean kernel values over
+    distinct pairs), divided by :math:`4\sqrt{\mathrm{HSIC}(K_{cc}, K_{cc})}`, the controls'
+    kernel spread held constant for the gradient. That is the normalized HSIC
+    (:func:`normalized_hsic`) between the background and the label that a minibatch of as
+    many cells of :math:`g` as controls would give, but its expectation does not depend on
+    how many cells of each the minibatch holds. The measure is the mean over perturbations:
+    each counts alike however many cells it has, shifts that cancel across perturbations
+    still count, and with one perturbation (a case-control screen) it is that
+    perturbation's statistic. A normalized HSIC pooled over all cells weighs each group by
+    its squared share of the minibatch, so the controls and the large perturbations made up
+    nearly all of it, and a small knock-out's programme could sit in the background unseen.
+
+    About 0 when no perturbation moves the background distribution, as in a randomized
+    screen. The kernel reads a local length scale too (see :func:`rbf_gram`), so a shift
+    within every cell type counts, not only one of whole populations.
     """
-    if background.shape[0] < MIN_HSIC_ROWS:
+    condition = condition.reshape(-1).long()
+    control = ~perturbed
+    present, group, counts = torch.unique(condition, return_inverse=True, return_counts=True)
+    tested = ~torch.isin(present, condition[control]) & (counts >= 2)
+    n_controls = int(control.sum())
+    if n_controls < MIN_HSIC_ROWS or not bool(tested.any()):
         return background.new_zeros(())
-    kernel = rbf_gram(background, local=True)
-    return normalized_hsic(kernel, label_gram(condition, background.dtype))
+    kernel = _hollow(rbf_gram(background, local=True))
+    controls = control.to(background.dtype)
+    members = (group[None, :] == tested.nonzero()).to(background.dtype)
+    sizes = counts[tested].to(background.dtype)
+    within = (members @ kernel * members).sum(1) / (sizes * (sizes - 1))
+    across = members @ kernel @ controls / (sizes * n_controls)
+    control_kernel = kernel[control][:, control]
+    among_controls = control_kernel.sum() / (n_controls * (n_controls - 1))
+    spread = _hsic_of_hollow(control_kernel, control_kernel).detach()
+    tiny = torch.finfo(background.dtype).eps
+    if not bool(spread > tiny):
+        return background.new_zeros(())
+    return ((within + among_controls - 2 * across) / (4 * spread.sqrt())).mean()
 
 
 def relative_leakage(salient: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:

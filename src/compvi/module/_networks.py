@@ -125,12 +125,8 @@ class PiecewiseAffineDecoder(nn.Module):
 
     def forward(
         self, latent: torch.Tensor, covariates: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Return gene logits, the output layer's input, and zero-inflation logits.
-
-        The output layer's input is returned because the training plan needs it to form
-        per-objective gradients of the output layer for MGDA.
-        """
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return gene logits and zero-inflation logits (``None`` without zero inflation)."""
         if latent.dim() == 3:
             covariates = covariates.expand(latent.shape[0], -1, -1)
         hidden = latent
@@ -138,4 +134,4 @@ class PiecewiseAffineDecoder(nn.Module):
             hidden = self.activation(layer(torch.cat([hidden, covariates], dim=-1)))
         head_input = torch.cat([hidden, covariates], dim=-1)
         dropout = self.dropout_logits(head_input) if self.dropout_logits is not None else None
-        return self.logits(head_input), head_input, dropout
+        return self.logits(head_input), dropout

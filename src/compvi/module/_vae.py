@@ -160,6 +160,17 @@ class ComparativeVAE(BaseModuleClass):
         )
 
     # ------------------------------------------------------------------ helpers
+    def shared_parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters that both the control and the perturbed cells' objectives reach.
+
+        The encoder's trunk and background (and library) heads, the decoder and the gene
+        dispersions; not the salient head or prior, which only perturbed cells' objective
+        reaches (controls decode with ``z_s = 0``).
+        """
+        salient_only = [*self.encoder.salient.parameters(), *self.salient_prior.parameters()]
+        own = {id(p) for p in salient_only}
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in own]
+
     def is_perturbed(self, condition: torch.Tensor) -> torch.Tensor:
         """Boolean mask of cells whose condition code is not a control code."""
         return ~torch.isin(condition.reshape(-1).long(), self.control_codes)
@@ -259,9 +270,7 @@ class ComparativeVAE(BaseModuleClass):
     ) -> dict[str, torch.Tensor | Distribution]:
         """Expression distribution given both latents; control cells decode with ``z_s = 0``."""
         salient = s * perturbed.unsqueeze(-1).to(s.dtype)
-        logits, head_input, dropout_logits = self.decoder(
-            torch.cat([z, salient], dim=-1), covariates
-        )
+        logits, dropout_logits = self.decoder(torch.cat([z, salient], dim=-1), covariates)
         px_scale = torch.softmax(logits, dim=-1)
         px_rate = torch.exp(library) * px_scale
         theta = torch.exp(self.px_r)
@@ -273,7 +282,7 @@ class ComparativeVAE(BaseModuleClass):
             )
         else:
             px = Poisson(px_rate, validate_args=False)
-        return {"px": px, "px_logits": logits, "px_head_input": head_input, "px_scale": px_scale}
+        return {"px": px, "px_logits": logits, "px_scale": px_scale}
 
     # --------------------------------------------------------------------- loss
     def _minibatch_measures(
@@ -301,7 +310,7 @@ class ComparativeVAE(BaseModuleClass):
         return {
             CONSTRAINTS.LEAKAGE: relative_leakage(salient, perturbed),
             CONSTRAINTS.DEPENDENCE: space_dependence(background, salient, perturbed, labels),
-            CONSTRAINTS.BACKGROUND_SHIFT: label_dependence(background, labels),
+            CONSTRAINTS.BACKGROUND_SHIFT: label_dependence(background, perturbed, labels),
         }
 
     def loss(

@@ -37,10 +37,27 @@ def min_norm_weight(grad_first: torch.Tensor, grad_second: torch.Tensor) -> torc
         )
     g1 = grad_first.reshape(-1)
     g2 = grad_second.reshape(-1)
-    diff = g1 - g2
-    denom = diff.dot(diff)
+    return min_norm_weight_of_products(gradient_products(g1, g2))
+
+
+def gradient_products(grad_first: torch.Tensor, grad_second: torch.Tensor) -> torch.Tensor:
+    r"""Return :math:`(g_1^\top g_1, g_2^\top g_2, g_1^\top g_2)` for two flat gradients."""
+    return torch.stack(
+        [grad_first.dot(grad_first), grad_second.dot(grad_second), grad_first.dot(grad_second)]
+    )
+
+
+def min_norm_weight_of_products(products: torch.Tensor) -> torch.Tensor:
+    r"""Return the weight of :func:`min_norm_weight` from the gradients' inner products.
+
+    ``products`` holds :math:`(g_1^\top g_1, g_2^\top g_2, g_1^\top g_2)`, as
+    :func:`gradient_products` returns them; the weight depends on the gradients through
+    these alone, so running means of them give a smoothed weight.
+    """
+    first, second, cross = products.unbind()
+    denom = first + second - 2 * cross
     # Identical gradients: every convex combination has the same norm, so split evenly.
     # A select, not a branch, so that the weight never waits for the device.
     degenerate = denom <= torch.finfo(denom.dtype).tiny
-    alpha = ((g2 - g1).dot(g2) / torch.where(degenerate, 1.0, denom)).clamp(0.0, 1.0)
+    alpha = ((second - cross) / torch.where(degenerate, 1.0, denom)).clamp(0.0, 1.0)
     return torch.where(degenerate, 0.5, alpha)

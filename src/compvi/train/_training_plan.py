@@ -15,12 +15,23 @@ from .._constants import BALANCING_MODES, CONSTRAINTS, DEFAULT_BOUNDS
 from ..dataloaders._paired import concatenate_sources
 from ..module._distributed import GlobalBatchNorm1d, gather_rows, sum_over_processes
 from ._constraints import DEFAULT_MULTIPLIER_LR, Constraint
-from ._mgda import min_norm_weight
+from ._mgda import gradient_products, min_norm_weight_of_products
+
+#: Weight of the past in the running means of the two objectives' gradient inner products
+#: that set MGDA's weight, so that about the last 1 / (1 - 0.9) = 10 steps count: one
+#: minibatch's gradients are noisy estimates of the objectives'.
+MGDA_SMOOTHING = 0.9
 
 
-def _output_layer_gradient(delta: torch.Tensor, head_input: torch.Tensor) -> torch.Tensor:
-    """Flattened gradient of a linear output layer (weight and bias) given its output gradient."""
-    return torch.cat([(head_input.T @ delta).reshape(-1), delta.sum(0)])
+def _flat_gradient(loss: torch.Tensor, parameters: list[torch.nn.Parameter]) -> torch.Tensor:
+    """Gradient of ``loss`` with respect to ``parameters``, flattened (zeros where unused)."""
+    parts = torch.autograd.grad(loss, parameters, retain_graph=True, allow_unused=True)
+    return torch.cat(
+        [
+            (torch.zeros_like(p) if g is None else g).reshape(-1)
+            for g, p in zip(parts, parameters, strict=True)
+        ]
+    )
 
 
 class ComparativeTrainingPlan(TrainingPlan):
@@ -51,9 +62,11 @@ class ComparativeTrainingPlan(TrainingPlan):
         A :class:`~compvi.module._vae.ComparativeVAE`.
     balancing
         ``"mgda"``: :math:`\alpha` is the min-norm (MGDA) weight of the two objectives'
-        gradients with respect to the decoder's output layer, the shared parameters next to
-        the data; the per-cell gradients at the output come from one extra backward pass
-        through the likelihood only. ``"sum"``: :math:`\alpha = 0.5`, the plain sum.
+        gradients with respect to every parameter both reach (see
+        :meth:`~compvi.module._vae.ComparativeVAE.shared_parameters`: the encoder's trunk
+        and background head, the decoder), read from running means of their inner
+        products (:data:`MGDA_SMOOTHING`); it costs two extra backward passes a step.
+        ``"sum"``: :math:`\alpha = 0.5`, the plain sum.
     leakage_bound
         Largest salient energy of control cells relative to perturbed cells (see
         :func:`~compvi.module._measures.relative_leakage`). ``None`` turns the constraint off.
@@ -62,9 +75,10 @@ class ComparativeTrainingPlan(TrainingPlan):
         perturbed cells (see :func:`~compvi.module._measures.space_dependence`). ``None`` turns
         the constraint off.
     background_shift_bound
-        Largest normalized HSIC between the background posterior means and the condition
-        label (see :func:`~compvi.module._measures.label_dependence`). ``None`` turns the
-        constraint off.
+        Largest mean over perturbations of the normalized kernel distance (MMD) between
+        the background posterior means of a perturbation's cells and the controls' (see
+        :func:`~compvi.module._measures.label_dependence`). ``None`` turns the constraint
+        off.
     edge_bound
         Largest expected number of edges per perturbation of the sparse prior's
         perturbation → factor graph (see
@@ -159,6 +173,8 @@ class ComparativeTrainingPlan(TrainingPlan):
                 if bound is not None
             }
         )
+        # Running means of the objectives' gradient inner products (NaN until the first).
+        self.register_buffer("mgda_products", torch.full((3,), float("nan")))
         self.edge_anneal_start = max(
             module.n_salient_latent if edge_anneal_start is None else edge_anneal_start,
             edge_bound or 0.0,
@@ -270,28 +286,21 @@ class ComparativeTrainingPlan(TrainingPlan):
         start = self.edge_anneal_start
         self.constraints[CONSTRAINTS.EDGES].bound = start + progress * (self.edge_bound - start)
 
-    def _mgda_weight(
-        self, loss_output: LossOutput, generative_outputs: dict, perturbed: torch.Tensor
-    ) -> torch.Tensor:
+    def _mgda_weight(self, loss_output: LossOutput) -> torch.Tensor:
+        """MGDA's weight of the control objective from smoothed gradient inner products."""
         extra = loss_output.extra_metrics
-        # Each objective only touches its own cells' rows of the logits, so one gradient of
-        # the sum yields both objectives' output gradients, row-separated.
-        (delta,) = torch.autograd.grad(
-            extra["loss_control"] + extra["loss_perturbed"],
-            generative_outputs["px_logits"],
-            retain_graph=True,
-        )
-        head_input = generative_outputs["px_head_input"].detach()
+        parameters = self.module.shared_parameters()
         grads = torch.stack(
-            [
-                _output_layer_gradient(delta[~perturbed], head_input[~perturbed]),
-                _output_layer_gradient(delta[perturbed], head_input[perturbed]),
-            ]
+            [_flat_gradient(extra[key], parameters) for key in ("loss_control", "loss_perturbed")]
         )
         # Under distributed training the mean over processes is the gradient of the global
         # minibatch's objectives, so every process computes the same weight.
         grad_control, grad_perturbed = self._mean_over_processes(grads)
-        return min_norm_weight(grad_control, grad_perturbed).detach()
+        products = gradient_products(grad_control, grad_perturbed).detach()
+        # The first products start the running means (a select: no wait for the device).
+        previous = torch.where(self.mgda_products.isnan(), products, self.mgda_products)
+        self.mgda_products.copy_(MGDA_SMOOTHING * previous + (1 - MGDA_SMOOTHING) * products)
+        return min_norm_weight_of_products(self.mgda_products)
 
     def _mean_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
         """Average a tensor over the processes of distributed training (itself on one)."""
@@ -347,13 +356,11 @@ class ComparativeTrainingPlan(TrainingPlan):
         if "kl_weight" in self.loss_kwargs:
             self.loss_kwargs.update({"kl_weight": self.kl_weight})
         tensors = concatenate_sources(batch)
-        inference_outputs, generative_outputs, loss_output = self.forward(
-            tensors, loss_kwargs=self.loss_kwargs
-        )
+        inference_outputs, _, loss_output = self.forward(tensors, loss_kwargs=self.loss_kwargs)
         perturbed = inference_outputs["perturbed"]
         extra = loss_output.extra_metrics
         if self.balancing == "mgda":
-            alpha = self._mgda_weight(loss_output, generative_outputs, perturbed)
+            alpha = self._mgda_weight(loss_output)
         else:
             alpha = torch.full((), 0.5, device=perturbed.device)
         loss = 2 * (alpha * extra["loss_control"] + (1 - alpha) * extra["loss_perturbed"])
