@@ -40,7 +40,10 @@ class GaussianHead(nn.Module):
     def forward(self, hidden: torch.Tensor) -> Normal:
         """Return the posterior distribution for each row of ``hidden``."""
         var = torch.exp(self.log_var(hidden)) + _VARIANCE_EPS
-        return Normal(self.mean(hidden), var.sqrt())
+        # Unvalidated: non-finite parameters (diverged weights) then reach the loss, where
+        # the training plan stops with a message that names the term and the remedy,
+        # instead of torch's report of an invalid argument.
+        return Normal(self.mean(hidden), var.sqrt(), validate_args=False)
 
 
 class SharedTrunkEncoder(nn.Module):
