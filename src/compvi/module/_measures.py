@@ -56,12 +56,6 @@ def rbf_gram(points: torch.Tensor, *, local: bool = False) -> torch.Tensor:
     return (gram + torch.exp(-squared / local_scale)) / 2
 
 
-def label_gram(labels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Delta-kernel Gram matrix of integer labels: 1 where two rows share a label."""
-    labels = labels.reshape(-1)
-    return (labels[:, None] == labels[None, :]).to(dtype)
-
-
 def unbiased_hsic(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     r"""Unbiased estimator of the Hilbert-Schmidt independence criterion of two Gram matrices.
 
