@@ -65,7 +65,7 @@ class ComparativeTrainingPlan(TrainingPlan):
         gradients with respect to every parameter both reach (see
         :meth:`~compvi.module._vae.ComparativeVAE.shared_parameters`: the encoder's trunk
         and background head, the decoder), read from running means of their inner
-        products (:data:`MGDA_SMOOTHING`); it costs two extra backward passes a step.
+        products (``MGDA_SMOOTHING``); it costs two extra backward passes a step.
         ``"sum"``: :math:`\alpha = 0.5`, the plain sum.
     leakage_bound
         Largest salient energy of control cells relative to perturbed cells (see
