@@ -199,7 +199,7 @@ def test_plan_mgda_weight_equals_min_norm_of_per_objective_gradients(screen):
         screen, condition_key="condition", control_category="control"
     )
     model = compvi.ComparativeVI(screen, n_hidden=16, dropout_rate=0.0)
-    plan = ComparativeTrainingPlan(model.module)
+    plan = ComparativeTrainingPlan(model.module, balancing="mgda")
     splitter = model._data_splitter_cls(
         model.adata_manager,
         np.flatnonzero(~model._is_perturbed(model.adata_manager)),

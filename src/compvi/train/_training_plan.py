@@ -173,8 +173,10 @@ class ComparativeTrainingPlan(TrainingPlan):
                 if bound is not None
             }
         )
-        # Running means of the objectives' gradient inner products (NaN until the first).
-        self.register_buffer("mgda_products", torch.full((3,), float("nan")))
+        if balancing == "mgda":
+            # Running means of the objectives' gradient inner products (NaN until the
+            # first); only MGDA reads them, so a summed fit's checkpoints do not carry them.
+            self.register_buffer("mgda_products", torch.full((3,), float("nan")))
         self.edge_anneal_start = max(
             module.n_salient_latent if edge_anneal_start is None else edge_anneal_start,
             edge_bound or 0.0,
