@@ -55,7 +55,7 @@ class StepRecorder(pl.Callback):
                 },
                 "mgda_weight": self.mgda_weights[-1],
                 "multipliers": {
-                    name: constraint.value.item() for name, constraint in plan.constraints.items()
+                    name: constraint.multipliers() for name, constraint in plan.constraints.items()
                 },
                 "loss": outputs["loss"].item(),
             }

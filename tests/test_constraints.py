@@ -98,3 +98,47 @@ def test_multiplier_is_a_buffer_not_a_parameter():
 def test_bad_arguments(name, bound, lr, match):
     with pytest.raises(ValueError, match=match):
         Constraint(name, bound=bound, lr=lr)
+
+
+def test_a_family_bounds_each_group_with_its_own_multiplier():
+    nan = float("nan")
+    family = Constraint(CONSTRAINTS.BACKGROUND_SHIFT, bound=0.1, lr=0.5, n_groups=4)
+    assert family.value.shape == (4,)
+    # Group 0 (controls) is never measured; 1 is far over its bound, 2 holds; 3 is unseen.
+    family.step(torch.tensor([nan, 0.5, 0.0, nan]))
+    torch.testing.assert_close(family.running[1:3], torch.tensor([0.5, 0.0]))
+    assert family.running[[0, 3]].isnan().all()
+    expected = [MIN_MULTIPLIER, MIN_MULTIPLIER * math.exp(0.5), MIN_MULTIPLIER, MIN_MULTIPLIER]
+    torch.testing.assert_close(family.value, torch.tensor(expected))
+    # A step that does not measure group 1 keeps its running mean and still steps it.
+    family.step(torch.tensor([nan, nan, 0.0, 0.3]))
+    assert family.running[1].item() == pytest.approx(0.5)
+    assert family.value[1].item() == pytest.approx(MIN_MULTIPLIER * math.exp(1.0))
+    assert family.value[3].item() == pytest.approx(MIN_MULTIPLIER * math.exp(0.5))
+    assert family.multipliers() == pytest.approx(family.value.tolist())
+
+
+def test_a_family_penalizes_the_mean_over_measured_groups():
+    family = Constraint(
+        CONSTRAINTS.BACKGROUND_SHIFT, bound=0.1, lr=1.0, multiplier=[1.0, 2.0, 4.0], n_groups=3
+    )
+    measure = torch.tensor([float("nan"), 0.3, 0.05], requires_grad=True)
+    penalty = family.penalty(measure, scale=torch.tensor(10.0))
+    assert penalty.item() == pytest.approx((2.0 * 2.0 + 4.0 * -0.5) / 2 * 10)
+    assert family.weight(measure).item() == pytest.approx(3.0)
+    penalty.backward()
+    torch.testing.assert_close(measure.grad, torch.tensor([0.0, 100.0, 200.0]))
+    # One group reads as a scalar constraint.
+    single = Constraint(CONSTRAINTS.BACKGROUND_SHIFT, 0.1, 1.0, multiplier=2.0, n_groups=1)
+    scalar = Constraint(CONSTRAINTS.BACKGROUND_SHIFT, 0.1, 1.0, multiplier=2.0)
+    assert single.penalty(torch.tensor([0.3])).item() == scalar.penalty(torch.tensor(0.3)).item()
+    # Nothing measured: no penalty and no weight.
+    assert family.penalty(torch.full((3,), float("nan"))).item() == 0.0
+    assert family.weight(torch.full((3,), float("nan"))).item() == 0.0
+
+
+def test_a_family_starts_from_one_multiplier_for_all_or_one_per_group():
+    shared = Constraint(CONSTRAINTS.BACKGROUND_SHIFT, 0.1, 1.0, multiplier=0.3, n_groups=3)
+    torch.testing.assert_close(shared.value, torch.full((3,), 0.3))
+    with pytest.raises(ValueError, match="2 starting multipliers for 3 group"):
+        Constraint(CONSTRAINTS.BACKGROUND_SHIFT, 0.1, 1.0, multiplier=[0.1, 0.2], n_groups=3)

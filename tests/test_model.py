@@ -14,7 +14,7 @@ from compvi.data import simulate_screen
 from compvi.dataloaders._paired import concatenate_sources
 from compvi.metrics import affine_r2
 from compvi.model._training import default_kl_warmup_epochs
-from compvi.train._constraints import MIN_MULTIPLIER
+from compvi.train._constraints import MAX_MULTIPLIER, MIN_MULTIPLIER
 from compvi.train._training_plan import ComparativeTrainingPlan
 
 
@@ -141,8 +141,12 @@ def test_multipliers_are_carried_into_the_next_train_call_and_through_save(scree
         name: _history(model, f"{name}_multiplier")[-1]
         for name in ("leakage", "dependence", "background_shift")
     }
-    ended = dict(model.constraint_state_["multipliers"])
+    # The background shift has one multiplier per condition code; history logs the largest.
+    ended = {name: np.max(v) for name, v in model.constraint_state_["multipliers"].items()}
     assert set(ended) == set(first)
+    assert len(model.constraint_state_["multipliers"]["background_shift"]) == len(
+        screen.obs["condition"].cat.categories
+    )
     assert max(ended.values()) > 10 * MIN_MULTIPLIER
     # The loaded model's one-epoch fit starts where the first fit ended, not at the floor
     # (its epoch is the history's last row, whether or not the history kept the first fit).
@@ -155,6 +159,23 @@ def test_multipliers_are_carried_into_the_next_train_call_and_through_save(scree
 def test_a_violated_constraint_is_named_in_a_warning(screen):
     with pytest.warns(UserWarning, match=r"leakage = .* > leakage_bound = 1e-06"):
         fit(screen, max_epochs=1, leakage_bound=1e-6)
+
+
+def test_background_shift_has_a_multiplier_per_perturbation_and_names_those_at_the_ceiling(
+    screen,
+):
+    # An unreachable bound and a dual step of e^10 an epoch: two epochs reach the ceiling.
+    with pytest.warns(UserWarning, match=r"background_shift of P1, P2, P3 \(their multipliers"):
+        model = fit(screen, max_epochs=2, background_shift_bound=1e-9, multiplier_lr=10.0)
+    multipliers = dict(
+        zip(model.conditions, model.constraint_state_["multipliers"]["background_shift"])
+    )
+    # The controls are never measured: their multiplier stays at the floor.
+    assert multipliers.pop("control") == pytest.approx(MIN_MULTIPLIER)
+    assert set(multipliers) == {"P1", "P2", "P3"}
+    assert min(multipliers.values()) == pytest.approx(MAX_MULTIPLIER)
+    # The history logs the largest multiplier (the controls' stays at the floor).
+    assert _history(model, "background_shift_multiplier")[-1] > 1.0
 
 
 @pytest.mark.parametrize("prior", ["normal", "conditional"])

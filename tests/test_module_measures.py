@@ -8,6 +8,7 @@ from compvi._constants import CONSTRAINTS, DEFAULT_BOUNDS
 from compvi.module._measures import (
     MIN_SALIENT_ENERGY,
     label_dependence,
+    mean_of_measured,
     normalized_hsic,
     rbf_gram,
     relative_leakage,
@@ -71,9 +72,9 @@ def test_the_local_scale_sees_shifts_within_clusters():
     assert local > 5 * normalized_hsic(rbf_gram(_t(points)), labels).item()
     # With two groups the measure is the normalized HSIC with the label, up to estimation.
     condition = torch.as_tensor(condition)
-    assert label_dependence(_t(points), condition > 0, condition).item() == pytest.approx(
-        local, rel=0.1
-    )
+    shifts = label_dependence(_t(points), condition > 0, condition, 2)
+    assert shifts[0].isnan()  # the controls' own code is not measured
+    assert shifts[1].item() == pytest.approx(local, rel=0.1)
 
 
 def test_normalized_hsic_is_one_for_identical_and_near_zero_for_independent_spaces():
@@ -159,14 +160,14 @@ def test_label_dependence_sees_shifts_that_cancel_across_perturbations():
     n = 300
     condition = torch.as_tensor(np.repeat([0, 1, 2], n // 3))
     b = rng.normal(size=(n, 5))
-    null = label_dependence(_t(b), condition > 0, condition).item()
+    null = label_dependence(_t(b), condition > 0, condition, 3)
     shifted = b.copy()
     shifted[condition == 1, 0] += 1.5
     shifted[condition == 2, 0] -= 1.5  # the perturbed cells' pooled mean does not move
     assert shifted[condition > 0, 0].mean() == pytest.approx(b[condition > 0, 0].mean())
-    moved = label_dependence(_t(shifted), condition > 0, condition).item()
-    assert abs(null) < 0.01
-    assert moved > 0.05
+    moved = label_dependence(_t(shifted), condition > 0, condition, 3)
+    assert null[1:].abs().max().item() < 0.01
+    assert moved[1:].min().item() > 0.05
 
 
 def _mmd_by_loops(kernel, first, second):
@@ -177,7 +178,7 @@ def _mmd_by_loops(kernel, first, second):
     return np.mean(within_first) + np.mean(within_second) - 2 * np.mean(across)
 
 
-def test_label_dependence_is_the_mean_of_each_perturbations_normalized_mmd():
+def test_label_dependence_is_each_perturbations_normalized_mmd():
     rng = np.random.default_rng(6)
     condition = np.array([0] * 12 + [3] * 5 + [5] * 2 + [7] * 1)
     b = rng.normal(size=(len(condition), 3))
@@ -188,13 +189,17 @@ def test_label_dependence_is_the_mean_of_each_perturbations_normalized_mmd():
         torch.as_tensor(kernel[np.ix_(controls, controls)]),
         torch.as_tensor(kernel[np.ix_(controls, controls)]),
     ).item()
-    # The single cell of perturbation 7 has no pair of its own and is left out.
-    expected = np.mean(
-        [_mmd_by_loops(kernel, np.flatnonzero(condition == g), controls) for g in (3, 5)]
-    ) / (4 * np.sqrt(spread))
+    expected = [
+        _mmd_by_loops(kernel, np.flatnonzero(condition == g), controls) / (4 * np.sqrt(spread))
+        for g in (3, 5)
+    ]
     condition = torch.as_tensor(condition)
-    value = label_dependence(_t(b), condition > 0, condition).item()
-    assert value == pytest.approx(expected, rel=1e-4)
+    shifts = label_dependence(_t(b), condition > 0, condition, 9)
+    np.testing.assert_allclose(shifts[[3, 5]].numpy(), expected, rtol=1e-4)
+    # The controls, the single cell of perturbation 7 (no pair of its own) and the codes
+    # absent from the minibatch are not measured.
+    assert shifts[[0, 1, 2, 4, 6, 7, 8]].isnan().all()
+    assert mean_of_measured(shifts).item() == pytest.approx(np.mean(expected), rel=1e-4)
 
 
 def test_label_dependence_weighs_a_small_perturbation_as_a_large_one():
@@ -209,7 +214,7 @@ def test_label_dependence_weighs_a_small_perturbation_as_a_large_one():
         for _ in range(40):
             b = rng.normal(size=(len(condition), 6))
             b[condition.numpy() == shifted_group, 0] += 1.5
-            new.append(label_dependence(_t(b), perturbed, condition).item())
+            new.append(label_dependence(_t(b), perturbed, condition, 3)[shifted_group].item())
             kernel = rbf_gram(_t(b), local=True)
             pooled.append(normalized_hsic(kernel, label_gram(condition)).item())
         return float(np.mean(new)), float(np.mean(pooled))
@@ -217,7 +222,7 @@ def test_label_dependence_weighs_a_small_perturbation_as_a_large_one():
     large, large_pooled = mean_measures(1)
     small, small_pooled = mean_measures(2)
     # A pooled HSIC barely sees the small knock-out's shift; the per-perturbation measure
-    # scores both shifts alike (each perturbation weighs the same in the mean).
+    # scores both shifts alike.
     assert small_pooled < 0.1 * large_pooled
     assert small == pytest.approx(large, rel=0.3)
     assert small > 10 * DEFAULT_BOUNDS[CONSTRAINTS.BACKGROUND_SHIFT]
@@ -226,9 +231,20 @@ def test_label_dependence_weighs_a_small_perturbation_as_a_large_one():
 def test_label_dependence_needs_controls_and_a_perturbation_with_two_cells():
     b = _t(np.random.default_rng(8).normal(size=(10, 2)))
     singletons = torch.as_tensor([0] * 6 + [1, 2, 3, 4])
-    assert label_dependence(b, singletons > 0, singletons).item() == 0.0
+    assert label_dependence(b, singletons > 0, singletons, 5).isnan().all()
     few_controls = torch.as_tensor([0] * 3 + [1] * 7)
-    assert label_dependence(b, few_controls > 0, few_controls).item() == 0.0
+    assert label_dependence(b, few_controls > 0, few_controls, 2).isnan().all()
+    assert mean_of_measured(label_dependence(b, few_controls > 0, few_controls, 2)) == 0.0
+
+
+def test_unmeasured_perturbations_send_no_nan_into_the_gradient():
+    rng = np.random.default_rng(9)
+    condition = torch.as_tensor([0] * 8 + [1] * 4 + [2])
+    b = _t(rng.normal(size=(13, 3))).requires_grad_()
+    shifts = label_dependence(b, condition > 0, condition, 4)
+    assert shifts[[0, 2, 3]].isnan().all() and not shifts[1].isnan()
+    mean_of_measured(shifts).backward()
+    assert torch.isfinite(b.grad).all() and b.grad.abs().sum() > 0
 
 
 def test_relative_leakage_is_the_energy_ratio_with_a_constant_reference():
@@ -252,7 +268,9 @@ def test_relative_leakage_of_a_collapsed_space_uses_the_floor():
 
 def test_module_measures_read_posterior_means_without_dropout():
     torch.manual_seed(0)
-    module = ComparativeVAE(n_input=20, control_codes=[0], n_salient_latent=3, dropout_rate=0.5)
+    module = ComparativeVAE(
+        n_input=20, control_codes=[0], n_conditions=2, n_salient_latent=3, dropout_rate=0.5
+    )
     module.train()
     x = torch.poisson(torch.full((64, 20), 3.0))
     condition = torch.tensor([0, 1] * 32).reshape(-1, 1)

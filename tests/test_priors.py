@@ -207,8 +207,6 @@ def test_factory_builds_each_prior_and_rejects_bad_input():
         make_salient_prior("mixture", n_components=1, **common)
     with pytest.raises(ValueError, match="is not one of"):
         make_salient_prior("laplace", n_components=2, **common)
-    with pytest.raises(ValueError, match="needs n_conditions"):
-        make_salient_prior("sparse", n_components=2, **{**common, "n_conditions": None})
     with pytest.raises(ValueError, match="at least one perturbation"):
         make_salient_prior(
             "conditional", n_components=2, **{**common, "control_codes": [0, 1, 2, 3]}

@@ -46,6 +46,10 @@ class _ConstraintNames(NamedTuple):
 #: holds its curves ``{name}_train``, ``{name}_bound`` and ``{name}_multiplier``.
 CONSTRAINTS = _ConstraintNames()
 
+#: The constraints bounded for each perturbation on its own (one multiplier per condition
+#: code); the others are single bounds on a minibatch statistic.
+PER_CONDITION_CONSTRAINTS = (CONSTRAINTS.BACKGROUND_SHIFT,)
+
 # What each constraint bounds, for error messages and the end-of-training advice.
 CONSTRAINT_MEANINGS = {
     CONSTRAINTS.LEAKAGE: "salient energy of control cells relative to perturbed cells",

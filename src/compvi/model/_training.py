@@ -12,8 +12,9 @@ from .._constants import (
     CONSTRAINT_MEANINGS,
     CONSTRAINTS,
     DEFAULT_BOUNDS,
+    PER_CONDITION_CONSTRAINTS,
 )
-from ..train._constraints import DEFAULT_MULTIPLIER_LR
+from ..train._constraints import DEFAULT_MULTIPLIER_LR, MAX_MULTIPLIER
 from ..train._training_plan import ComparativeTrainingPlan
 from . import _validation
 from ._base import ComparativeModelBase
@@ -74,9 +75,10 @@ class TrainingMixin(ComparativeModelBase):
         - **leakage**: control cells' salient energy relative to perturbed cells';
         - **dependence**: normalized HSIC between the background and salient spaces of
           perturbed cells (Gaussian kernels, so nonlinear dependence counts);
-        - **background shift**: normalized HSIC between the background space and the
-          condition label, which compares every perturbation's background distribution
-          with the controls' and with each other's.
+        - **background shift**: the normalized kernel distance (MMD) between each
+          perturbation's background distribution and the controls', bounded for every
+          perturbation on its own (one multiplier each), so a small knock-out cannot keep
+          its programme in the background while the large ones hold the bound.
 
         A model trained again goes on from where its multipliers (and the sparse prior's
         edge bound) stood, also after :meth:`save` and :meth:`load` (they are kept in
@@ -87,8 +89,11 @@ class TrainingMixin(ComparativeModelBase):
         each constraint ``{name}_train`` (always), ``{name}_bound`` and
         ``{name}_multiplier`` (when bounded), with ``name`` one of ``leakage``,
         ``dependence``, ``background_shift`` and, with the sparse prior, ``edges``
-        (expected edges per perturbation). :func:`compvi.pl.training_diagnostics` draws
-        them.
+        (expected edges per perturbation). For the background shift, ``{name}_train`` is
+        the mean over the perturbations measured and ``{name}_multiplier`` the largest
+        multiplier; ``model.constraint_state_["multipliers"]["background_shift"]`` holds
+        one per condition (in the order of the registered categories).
+        :func:`compvi.pl.training_diagnostics` draws them.
 
         Parameters
         ----------
@@ -116,8 +121,9 @@ class TrainingMixin(ComparativeModelBase):
             independent; the bound keeps surplus dimensions from copying one space into the
             other. ``None`` turns it off.
         background_shift_bound
-            The largest normalized HSIC between the background posterior means and the
-            condition label of the cells in a minibatch (controls included). A randomized
+            The largest normalized kernel distance (squared MMD, in the units of a
+            normalized HSIC with the label) between the background posterior means of a
+            perturbation's cells and the controls', for each perturbation. A randomized
             screen gives every perturbation the background distribution of the controls,
             which is what the prior assumes; the bound keeps a strong perturbation from
             moving its cells in the background space too (where cell type should be all
@@ -253,6 +259,19 @@ class TrainingMixin(ComparativeModelBase):
                 violated.append(
                     f"{name} = {measure:.3g} > {name}_bound = {constraint.bound:.3g} "
                     f"({CONSTRAINT_MEANINGS[name]})"
+                )
+        for name in PER_CONDITION_CONSTRAINTS:
+            if name not in training_plan.constraints:
+                continue
+            # One perturbation's minibatch measure is too noisy to judge its bound by; a
+            # multiplier that climbed to its ceiling is a violation that lasted.
+            stuck = training_plan.constraints[name].value.cpu().numpy() >= MAX_MULTIPLIER
+            if stuck.any():
+                names = ", ".join(np.asarray(self.conditions, dtype=object)[stuck])
+                bound = training_plan.constraints[name].bound
+                violated.append(
+                    f"{name} of {names} (their multipliers reached the ceiling "
+                    f"{MAX_MULTIPLIER:g}: {name}_bound = {bound:.3g} could not be met)"
                 )
         if violated:
             warnings.warn(

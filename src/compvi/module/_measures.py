@@ -146,9 +146,9 @@ def space_dependence(
 
 
 def label_dependence(
-    background: torch.Tensor, perturbed: torch.Tensor, condition: torch.Tensor
+    background: torch.Tensor, perturbed: torch.Tensor, condition: torch.Tensor, n_conditions: int
 ) -> torch.Tensor:
-    r"""Measure how far the perturbations' background distributions are from the controls'.
+    r"""Measure how far each perturbation's background distribution is from the controls'.
 
     For each perturbation :math:`g` with at least two cells in the minibatch, the unbiased
     squared maximum mean discrepancy between the background means of its cells and the
@@ -157,24 +157,29 @@ def label_dependence(
     kernel spread held constant for the gradient. That is the normalized HSIC
     (:func:`normalized_hsic`) between the background and the label that a minibatch of as
     many cells of :math:`g` as controls would give, but its expectation does not depend on
-    how many cells of each the minibatch holds. The measure is the mean over perturbations:
-    each counts alike however many cells it has, shifts that cancel across perturbations
-    still count, and with one perturbation (a case-control screen) it is that
-    perturbation's statistic. A normalized HSIC pooled over all cells weighs each group by
-    its squared share of the minibatch, so the controls and the large perturbations made up
-    nearly all of it, and a small knock-out's programme could sit in the background unseen.
+    how many cells of each the minibatch holds, so a small knock-out counts as a large one.
+    A normalized HSIC pooled over all cells weighs each group by its squared share of the
+    minibatch, so the controls and the large perturbations made up nearly all of it, and a
+    small knock-out's programme could sit in the background unseen.
+
+    Returns one value per condition code (``n_conditions`` of them): NaN for the controls
+    and for every perturbation the minibatch cannot measure (fewer than two of its cells,
+    or fewer than :data:`MIN_HSIC_ROWS` controls). The training plan bounds each
+    perturbation's value on its own, so that shifts that cancel across perturbations, or
+    one knock-out's shift among many that hold, still count.
 
     About 0 when no perturbation moves the background distribution, as in a randomized
     screen. The kernel reads a local length scale too (see :func:`rbf_gram`), so a shift
     within every cell type counts, not only one of whole populations.
     """
     condition = condition.reshape(-1).long()
+    values = background.new_full((n_conditions,), float("nan"))
     control = ~perturbed
     present, group, counts = torch.unique(condition, return_inverse=True, return_counts=True)
     tested = ~torch.isin(present, condition[control]) & (counts >= 2)
     n_controls = int(control.sum())
     if n_controls < MIN_HSIC_ROWS or not bool(tested.any()):
-        return background.new_zeros(())
+        return values
     kernel = _hollow(rbf_gram(background, local=True))
     controls = control.to(background.dtype)
     members = (group[None, :] == tested.nonzero()).to(background.dtype)
@@ -186,8 +191,16 @@ def label_dependence(
     spread = _hsic_of_hollow(control_kernel, control_kernel).detach()
     tiny = torch.finfo(background.dtype).eps
     if not bool(spread > tiny):
-        return background.new_zeros(())
-    return ((within + among_controls - 2 * across) / (4 * spread.sqrt())).mean()
+        return values
+    # The NaN of unmeasured codes is a constant, not a 0 / 0: no NaN reaches the gradient.
+    shifts = (within + among_controls - 2 * across) / (4 * spread.sqrt())
+    return values.index_put((present[tested],), shifts)
+
+
+def mean_of_measured(values: torch.Tensor) -> torch.Tensor:
+    """Mean of the entries that are not NaN; 0 when every entry is (nothing measured)."""
+    measured = ~values.isnan()
+    return torch.where(measured, values, 0.0).sum() / measured.sum().clamp(min=1)
 
 
 def relative_leakage(salient: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:

@@ -266,7 +266,7 @@ def make_salient_prior(
     prior: str,
     *,
     n_latent: int,
-    n_conditions: int | None,
+    n_conditions: int,
     control_codes: list[int],
     n_components: int,
     mask_temperature: float,
@@ -283,8 +283,6 @@ def make_salient_prior(
         return MixturePrior(n_latent, n_components)
     if prior not in PRIORS:
         raise ValueError(f"prior={prior!r} is not one of {PRIORS}.")
-    if n_conditions is None:
-        raise ValueError(f"prior={prior!r} needs n_conditions, the number of conditions.")
     perturbed_codes = [c for c in range(n_conditions) if c not in set(control_codes)]
     if not perturbed_codes:
         raise ValueError(f"prior={prior!r} needs at least one perturbation among the conditions.")

@@ -33,6 +33,10 @@ class ComparativeVAE(BaseModuleClass):
         Number of genes.
     control_codes
         Integer codes of the registered condition that denote control cells.
+    n_conditions
+        Number of registered conditions (controls included): the background shift is
+        measured for each perturbation's code, and the conditional and sparse priors have
+        one row of parameters per condition.
     n_batch
         Number of batches; one-hot encoded into every network when above one.
     n_cats_per_cov
@@ -58,9 +62,6 @@ class ComparativeVAE(BaseModuleClass):
         Whether registered size factors replace the observed total counts.
     library_log_means, library_log_vars
         Per-batch mean and variance of log library sizes, the prior of a latent library.
-    n_conditions
-        Number of registered conditions (controls included); the conditional and sparse
-        priors have one row of parameters per condition and need it; the others ignore it.
     prior
         Prior of the salient latent of perturbed cells, one of
         :data:`~compvi._constants.PRIORS`: ``"normal"`` (standard normal), ``"mixture"``
@@ -78,6 +79,7 @@ class ComparativeVAE(BaseModuleClass):
         self,
         n_input: int,
         control_codes: Sequence[int],
+        n_conditions: int,
         n_batch: int = 0,
         n_cats_per_cov: Sequence[int] | None = None,
         n_continuous_cov: int = 0,
@@ -91,7 +93,6 @@ class ComparativeVAE(BaseModuleClass):
         use_size_factor_key: bool = False,
         library_log_means: np.ndarray | None = None,
         library_log_vars: np.ndarray | None = None,
-        n_conditions: int | None = None,
         prior: str = "normal",
         n_prior_components: int = 10,
         mask_temperature: float = 0.5,
@@ -103,12 +104,18 @@ class ComparativeVAE(BaseModuleClass):
             )
         if len(control_codes) == 0:
             raise ValueError("control_codes must name at least one condition code.")
+        if not n_conditions > max(control_codes):
+            raise ValueError(
+                f"n_conditions={n_conditions} must count every condition code, controls "
+                f"included (the largest control code is {max(control_codes)})."
+            )
         self.n_input = n_input
         self.n_batch = n_batch
         self.n_cats_per_cov = list(n_cats_per_cov or [])
         self.n_continuous_cov = n_continuous_cov
         self.n_background_latent = n_background_latent
         self.n_salient_latent = n_salient_latent
+        self.n_conditions = n_conditions
         self.gene_likelihood = gene_likelihood
         self.use_observed_lib_size = use_observed_lib_size or use_size_factor_key
         self.use_size_factor_key = use_size_factor_key
@@ -293,8 +300,10 @@ class ComparativeVAE(BaseModuleClass):
     ) -> dict[str, torch.Tensor]:
         """Compute the constrained measures, over the global minibatch when ``gather`` is set.
 
-        All three read the posterior means without dropout noise (the embedding the model
-        returns), so a bound holds for what a user scores, not for a noisier copy of it.
+        The background shift is a vector, one value per condition code (NaN where the
+        minibatch does not measure it). All three read the posterior means without dropout
+        noise (the embedding the model returns), so a bound holds for what a user scores,
+        not for a noisier copy of it.
         """
         background = inference_outputs["background_mean"]
         salient = inference_outputs["salient_mean"]
@@ -310,7 +319,9 @@ class ComparativeVAE(BaseModuleClass):
         return {
             CONSTRAINTS.LEAKAGE: relative_leakage(salient, perturbed),
             CONSTRAINTS.DEPENDENCE: space_dependence(background, salient, perturbed, labels),
-            CONSTRAINTS.BACKGROUND_SHIFT: label_dependence(background, perturbed, labels),
+            CONSTRAINTS.BACKGROUND_SHIFT: label_dependence(
+                background, perturbed, labels, self.n_conditions
+            ),
         }
 
     def loss(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from .._constants import CONSTRAINT_MEANINGS, CONSTRAINTS
+from ..module._measures import mean_of_measured
 
 #: The smallest multiplier, standing in for 0 (a multiplicative step could never leave 0).
 #: Against an objective of magnitude 1,000 a constraint at this multiplier moves the
@@ -48,6 +51,15 @@ class Constraint(torch.nn.Module):
     in for 0, where a multiplicative step would stay; :math:`\lambda_{\max}`
     (:data:`MAX_MULTIPLIER`) bounds what a violation can weigh.
 
+    A constraint with ``n_groups`` is a family :math:`R_g \le \varepsilon`, one per group
+    (a perturbation), each with its own multiplier :math:`\lambda_g` and running mean. Its
+    measure is a vector with NaN for the groups a step did not measure; the penalty is the
+    mean of :math:`\lambda_g (R_g / \varepsilon - 1)` over the measured groups (so one
+    group reads as a scalar constraint), and a group's running mean moves only when it is
+    measured, while every group with a running mean takes its dual step each step. A bound
+    on each group, not on their mean, keeps one group from staying far above the bound
+    while the others hold it with slack.
+
     Parameters
     ----------
     name
@@ -58,13 +70,20 @@ class Constraint(torch.nn.Module):
     lr
         Dual step size :math:`\eta > 0`, per epoch.
     multiplier
-        Starting value of :math:`\lambda` (where an earlier fit left it); ``None`` starts
-        at :math:`\lambda_{\min}`.
+        Starting value of :math:`\lambda` (where an earlier fit left it), one for all
+        groups or one per group; ``None`` starts at :math:`\lambda_{\min}`.
+    n_groups
+        Number of groups with a bound each; ``None``: a single, scalar constraint.
 
     """
 
     def __init__(
-        self, name: str, bound: float, lr: float, multiplier: float | None = None
+        self,
+        name: str,
+        bound: float,
+        lr: float,
+        multiplier: float | Sequence[float] | None = None,
+        n_groups: int | None = None,
     ) -> None:
         super().__init__()
         if name not in CONSTRAINTS:
@@ -76,29 +95,45 @@ class Constraint(torch.nn.Module):
             )
         if not lr > 0:
             raise ValueError(f"multiplier_lr must be > 0 (the dual step size), got {lr}.")
-        multiplier = (
-            MIN_MULTIPLIER
-            if multiplier is None
-            else min(max(multiplier, MIN_MULTIPLIER), MAX_MULTIPLIER)
-        )
+        shape = () if n_groups is None else (n_groups,)
+        start = torch.as_tensor(MIN_MULTIPLIER if multiplier is None else multiplier)
+        if start.ndim and start.shape != shape:
+            raise ValueError(
+                f"{name}: {start.numel()} starting multipliers for {n_groups or 1} group(s)."
+            )
         self.name = name
         self.bound = float(bound)
         self.lr = float(lr)
         # A buffer, not a parameter: the optimizer of the primal problem must not touch it,
         # but it moves with the plan across devices and into checkpoints.
-        self.register_buffer("value", torch.full((), float(multiplier)))
-        # Running mean of the measure; NaN until the first step.
-        self.register_buffer("running", torch.full((), float("nan")))
+        self.register_buffer(
+            "value",
+            start.to(torch.float32).clamp(MIN_MULTIPLIER, MAX_MULTIPLIER).expand(shape).clone(),
+        )
+        # Running mean of the measure; NaN until a step measures it.
+        self.register_buffer("running", torch.full(shape, float("nan")))
 
     def violation(self, measure: torch.Tensor) -> torch.Tensor:
         r"""Relative violation :math:`R / \varepsilon - 1` (negative while the bound holds)."""
         return measure / self.bound - 1
 
     def penalty(self, measure: torch.Tensor, scale: torch.Tensor | float = 1.0) -> torch.Tensor:
-        r"""Lagrangian term :math:`\lambda (R / \varepsilon - 1)\,\lvert\bar L\rvert`."""
+        r"""Lagrangian term :math:`\lambda (R / \varepsilon - 1)\,\lvert\bar L\rvert`.
+
+        For a family, the mean of the groups' terms over the groups measured this step.
+        """
         # A copy, so that the in-place dual step after the forward pass leaves the autograd
         # graph of this step intact.
-        return self.value.clone() * self.violation(measure) * scale
+        terms = self.value.clone() * self.violation(measure)
+        return _mean_where_measured(terms, measure) * scale
+
+    def weight(self, measure: torch.Tensor) -> torch.Tensor:
+        """Return the multiplier this step's penalty carries (the mean over measured groups)."""
+        return _mean_where_measured(self.value.clone(), measure)
+
+    def multipliers(self) -> float | list[float]:
+        """Return the multiplier, or each group's, as plain numbers."""
+        return self.value.tolist()
 
     @torch.no_grad()
     def step(self, measure: torch.Tensor, share: float = 1.0) -> None:
@@ -109,11 +144,20 @@ class Constraint(torch.nn.Module):
         into minibatches.
         """
         measure = measure.detach().to(self.running.dtype)
-        # The first measure starts the running mean (a select: no wait for the device).
+        # The first measure starts the running mean (a select: no wait for the device); an
+        # unmeasured group keeps its own.
         previous = torch.where(self.running.isnan(), measure, self.running)
-        self.running.copy_(MEASURE_SMOOTHING * previous + (1 - MEASURE_SMOOTHING) * measure)
+        updated = MEASURE_SMOOTHING * previous + (1 - MEASURE_SMOOTHING) * measure
+        self.running.copy_(torch.where(measure.isnan(), self.running, updated))
         step = self.violation(self.running).clamp(-1.0, 1.0)
-        self.value.mul_(torch.exp(self.lr * share * step)).clamp_(MIN_MULTIPLIER, MAX_MULTIPLIER)
+        moved = self.value * torch.exp(self.lr * share * step)
+        self.value.copy_(torch.where(self.running.isnan(), self.value, moved))
+        self.value.clamp_(MIN_MULTIPLIER, MAX_MULTIPLIER)
+
+
+def _mean_where_measured(terms: torch.Tensor, measure: torch.Tensor) -> torch.Tensor:
+    """Mean of ``terms`` over the entries whose ``measure`` is not NaN (a scalar: itself)."""
+    return mean_of_measured(torch.where(measure.isnan(), float("nan"), terms))
 
 
 # Dual step per epoch: the multiplier changes by at most this log-factor an epoch.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from typing import Literal
@@ -11,9 +12,15 @@ import torch
 from scvi.module.base import BaseModuleClass, LossOutput
 from scvi.train import TrainingPlan
 
-from .._constants import BALANCING_MODES, CONSTRAINTS, DEFAULT_BOUNDS
+from .._constants import (
+    BALANCING_MODES,
+    CONSTRAINTS,
+    DEFAULT_BOUNDS,
+    PER_CONDITION_CONSTRAINTS,
+)
 from ..dataloaders._paired import concatenate_sources
 from ..module._distributed import GlobalBatchNorm1d, gather_rows, sum_over_processes
+from ..module._measures import mean_of_measured
 from ._constraints import DEFAULT_MULTIPLIER_LR, Constraint
 from ._mgda import gradient_products, min_norm_weight_of_products
 
@@ -32,6 +39,11 @@ def _flat_gradient(loss: torch.Tensor, parameters: list[torch.nn.Parameter]) -> 
             for g, p in zip(parts, parameters, strict=True)
         ]
     )
+
+
+def _scalar_metrics(metrics: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Replace each per-perturbation vector among ``metrics`` by its mean over those measured."""
+    return {name: mean_of_measured(v) if v.ndim else v for name, v in metrics.items()}
 
 
 class ComparativeTrainingPlan(TrainingPlan):
@@ -75,10 +87,10 @@ class ComparativeTrainingPlan(TrainingPlan):
         perturbed cells (see :func:`~compvi.module._measures.space_dependence`). ``None`` turns
         the constraint off.
     background_shift_bound
-        Largest mean over perturbations of the normalized kernel distance (MMD) between
-        the background posterior means of a perturbation's cells and the controls' (see
-        :func:`~compvi.module._measures.label_dependence`). ``None`` turns the constraint
-        off.
+        Largest normalized kernel distance (MMD) between the background posterior means of
+        a perturbation's cells and the controls' (see
+        :func:`~compvi.module._measures.label_dependence`), for each perturbation on its
+        own, with a multiplier each. ``None`` turns the constraint off.
     edge_bound
         Largest expected number of edges per perturbation of the sparse prior's
         perturbation → factor graph (see
@@ -107,7 +119,8 @@ class ComparativeTrainingPlan(TrainingPlan):
         :class:`~compvi.train._constraints.Constraint`).
     multipliers
         Starting values of the multipliers by constraint name (where an earlier fit left
-        them); missing ones start at :data:`~compvi.train._constraints.MIN_MULTIPLIER`.
+        them): a number, or for the background shift one number per condition code;
+        missing ones start at :data:`~compvi.train._constraints.MIN_MULTIPLIER`.
     **kwargs
         Passed to :class:`scvi.train.TrainingPlan` (``lr``, ``n_epochs_kl_warmup``, ...).
 
@@ -127,7 +140,7 @@ class ComparativeTrainingPlan(TrainingPlan):
         prior_lr: float | None = 1e-2,
         leakage_weight: float | None = None,
         multiplier_lr: float = DEFAULT_MULTIPLIER_LR,
-        multipliers: dict[str, float] | None = None,
+        multipliers: dict[str, float | list[float]] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(module, **kwargs)
@@ -163,7 +176,13 @@ class ComparativeTrainingPlan(TrainingPlan):
         multipliers = multipliers or {}
         self.constraints = torch.nn.ModuleDict(
             {
-                name: Constraint(name, bound, multiplier_lr, multipliers.get(name))
+                name: Constraint(
+                    name,
+                    bound,
+                    multiplier_lr,
+                    multipliers.get(name),
+                    n_groups=module.n_conditions if name in PER_CONDITION_CONSTRAINTS else None,
+                )
                 for name, bound in (
                     (CONSTRAINTS.LEAKAGE, leakage_bound),
                     (CONSTRAINTS.DEPENDENCE, dependence_bound),
@@ -182,9 +201,12 @@ class ComparativeTrainingPlan(TrainingPlan):
             edge_bound or 0.0,
         )
 
-    def multipliers(self) -> dict[str, float]:
-        """Return the current multiplier of each constraint, by name."""
-        return {name: float(c.value) for name, c in self.constraints.items()}
+    def multipliers(self) -> dict[str, float | list[float]]:
+        """Return the current multiplier of each constraint, by name.
+
+        A per-perturbation constraint has a list, one per condition code.
+        """
+        return {name: c.multipliers() for name, c in self.constraints.items()}
 
     def configure_optimizers(self):
         """scvi-tools' optimizer, with the salient prior's parameters in their own group."""
@@ -334,13 +356,21 @@ class ComparativeTrainingPlan(TrainingPlan):
         Tensors created in inference mode cannot be updated in place, and under distributed
         training Lightning averages the logged values across processes in place.
         """
+        # A per-perturbation measure is logged as its mean over the perturbations measured.
+        loss_output = dataclasses.replace(
+            loss_output, extra_metrics=_scalar_metrics(loss_output.extra_metrics)
+        )
         with torch.no_grad():
             TrainingPlan.compute_and_log_metrics.__wrapped__(self, loss_output, metrics, mode)
 
     def _raise_if_not_finite(self, loss: torch.Tensor, loss_output: LossOutput, perturbed):
         if torch.isfinite(loss):
             return
-        terms = {m: v for m, v in loss_output.extra_metrics.items() if not m.startswith("loss_")}
+        terms = {
+            m: v
+            for m, v in _scalar_metrics(loss_output.extra_metrics).items()
+            if not m.startswith("loss_")
+        }
         per_cell = {**loss_output.reconstruction_loss, **loss_output.kl_local}
         for name, values in per_cell.items():
             terms[f"{name} of control cells"] = values[~perturbed].mean()
@@ -371,7 +401,7 @@ class ComparativeTrainingPlan(TrainingPlan):
         total = torch.ones((), device=loss.device)
         for measure, constraint in self.constraints.items():
             loss = loss + constraint.penalty(extra[measure], scale)
-            total = total + constraint.value.clone()
+            total = total + constraint.weight(extra[measure])
         loss = loss / total
         if self.leakage_weight:
             loss = loss + self.leakage_weight * extra[CONSTRAINTS.LEAKAGE]
@@ -384,16 +414,16 @@ class ComparativeTrainingPlan(TrainingPlan):
         if self.constraints:
             # Every process steps its multipliers with the same (mean) measures, so the
             # multipliers stay identical across processes.
-            measures = self._mean_over_processes(
-                torch.stack([extra[measure].detach() for measure in self.constraints])
-            )
+            flat = [extra[measure].detach().reshape(-1) for measure in self.constraints]
+            measures = self._mean_over_processes(torch.cat(flat)).split([len(m) for m in flat])
             share = self._epoch_share()
             for (measure, constraint), value in zip(
                 self.constraints.items(), measures, strict=True
             ):
-                self.log(f"{measure}_multiplier", constraint.value, **log)
+                # The largest multiplier: what the most violated perturbation weighs.
+                self.log(f"{measure}_multiplier", constraint.value.max(), **log)
                 self.log(f"{measure}_bound", constraint.bound, **log)
-                constraint.step(value, share)
+                constraint.step(value.reshape(constraint.value.shape), share)
         self.compute_and_log_metrics(loss_output, self.train_metrics, "train")
         return loss
 
