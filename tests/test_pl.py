@@ -29,8 +29,12 @@ def test_training_diagnostics_draws_every_curve_and_the_bounds(screen, tmp_path)
     assert [line.get_label() for line in multipliers.lines] == [
         "leakage",
         "dependence",
-        "background_shift",
+        "background_shift (largest)",
     ]
+    np.testing.assert_allclose(
+        multipliers.lines[2].get_ydata(),
+        model.history["background_shift_multiplier"].to_numpy(dtype=float).ravel(),
+    )
     assert multipliers.get_yscale() == "log"
     assert path.stat().st_size > 5_000
 

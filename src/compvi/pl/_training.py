@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from .._constants import CONSTRAINTS, DEFAULT_BOUNDS
+from .._constants import CONSTRAINTS, DEFAULT_BOUNDS, PER_CONDITION_CONSTRAINTS
 from .._docstrings import doc
 from ._utils import _finish
 
@@ -31,9 +31,10 @@ def training_diagnostics(
     Four panels: the mean negative ELBO of control and perturbed cells; the MGDA weight of
     the control objective (0.5 is a plain sum); each constrained measure divided by its
     bound (the dashed line at 1 is the bound; a measure without a bound is drawn against
-    the default one); and the Lagrange multipliers on a log scale. A multiplier that keeps
-    growing means its bound cannot be met; a measure below 1 with a multiplier at the floor
-    means the constraint is inactive. A model with ``prior="sparse"`` gets a fifth panel:
+    the default one; the background shift is the mean over perturbations); and the Lagrange
+    multipliers on a log scale (for the background shift, bounded for each perturbation,
+    the largest of them). A multiplier that keeps growing means its bound cannot be met; a
+    measure below 1 with a multiplier at the floor means the constraint is inactive. A model with ``prior="sparse"`` gets a fifth panel:
     the expected number of edges per perturbation against its annealed bound (dashed),
     whose multiplier joins the others.
 
@@ -79,7 +80,8 @@ def training_diagnostics(
             axes[3].plot(
                 history[f"{measure}_multiplier"].index,
                 history[f"{measure}_multiplier"].to_numpy(dtype=float),
-                label=measure,
+                # One multiplier per perturbation: the history has the largest.
+                label=f"{measure} (largest)" if measure in PER_CONDITION_CONSTRAINTS else measure,
                 color=line.get_color(),
             )
     axes[2].axhline(1.0, color="grey", ls="--")
