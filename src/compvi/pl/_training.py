@@ -34,9 +34,9 @@ def training_diagnostics(
     the default one; the background shift is the mean over perturbations); and the Lagrange
     multipliers on a log scale (for the background shift, bounded for each perturbation,
     the largest of them). A multiplier that keeps growing means its bound cannot be met; a
-    measure below 1 with a multiplier at the floor means the constraint is inactive. A model with ``prior="sparse"`` gets a fifth panel:
-    the expected number of edges per perturbation against its annealed bound (dashed),
-    whose multiplier joins the others.
+    measure below 1 with a multiplier at the floor means the constraint is inactive. A model
+    with ``prior="sparse"`` gets a fifth panel: the expected number of edges per
+    perturbation against its annealed bound (dashed), whose multiplier joins the others.
 
     Parameters
     ----------
