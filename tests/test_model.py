@@ -167,9 +167,8 @@ def test_background_shift_has_a_multiplier_per_perturbation_and_names_those_at_t
     # An unreachable bound and a dual step of e^10 an epoch: two epochs reach the ceiling.
     with pytest.warns(UserWarning, match=r"background_shift of P1, P2, P3 \(their multipliers"):
         model = fit(screen, max_epochs=2, background_shift_bound=1e-9, multiplier_lr=10.0)
-    multipliers = dict(
-        zip(model.conditions, model.constraint_state_["multipliers"]["background_shift"])
-    )
+    ended = model.constraint_state_["multipliers"]["background_shift"]
+    multipliers = dict(zip(model.conditions, ended, strict=True))
     # The controls are never measured: their multiplier stays at the floor.
     assert multipliers.pop("control") == pytest.approx(MIN_MULTIPLIER)
     assert set(multipliers) == {"P1", "P2", "P3"}
