@@ -121,3 +121,15 @@ def test_large_data_screens_repeat_the_pool_with_new_cell_names(tmp_path):
     assert (
         adata.obs["condition"].to_numpy()[200:] == adata.obs["condition"].to_numpy()[:50]
     ).all()
+
+
+def test_real_data_salient_rank_counts_the_directions_that_hold_the_variance():
+    sys.path.insert(0, str(BENCHMARKS))
+    from real_data import ABLATIONS, ablation_slug, salient_rank
+
+    rng = np.random.default_rng(0)
+    one_axis = np.outer(rng.normal(size=500), [1.0, 2.0, 0.0]) + 1e-3 * rng.normal(size=(500, 3))
+    assert salient_rank(one_axis) == 1
+    assert salient_rank(rng.normal(size=(500, 3))) == 3
+    assert ablation_slug("ComparativeVI no leakage bound") == "no-leakage-bound"
+    assert len({ablation_slug(name) for name in ABLATIONS}) == len(ABLATIONS)
