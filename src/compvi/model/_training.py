@@ -127,9 +127,11 @@ class TrainingMixin(ComparativeModelBase):
             screen gives every perturbation the background distribution of the controls,
             which is what the prior assumes; the bound keeps a strong perturbation from
             moving its cells in the background space too (where cell type should be all
-            that is left). In a screen whose perturbations change which cell states are
-            present (differentiation), that change then shows in the salient space, where
-            it belongs to the perturbation; ``None`` turns the constraint off.
+            that is left). A perturbation that moves cells towards a state the controls
+            also visit (differentiation, a shifted cell-type mix) can then be held by
+            neither space, since the leakage bound keeps such controls at the salient
+            origin: ``docs/choosing_settings.md`` says which bound to loosen. ``None``
+            turns the constraint off.
         edge_bound
             Sparse prior only (ignored by the others): the largest expected number of
             edges per perturbation in the perturbation → factor graph, enforced by dual
