@@ -177,6 +177,24 @@ def test_background_shift_has_a_multiplier_per_perturbation_and_names_those_at_t
     assert _history(model, "background_shift_multiplier")[-1] > 1.0
 
 
+def test_a_single_background_shift_multiplier_from_an_earlier_version_starts_every_group(
+    screen,
+):
+    model = fit(screen, max_epochs=1)
+    # The previous version saved one number for the background shift, not one per condition.
+    model.constraint_state_["multipliers"]["background_shift"] = 0.5
+    model.train(max_epochs=1, batch_size=64, enable_progress_bar=False)
+    ended = model.constraint_state_["multipliers"]["background_shift"]
+    assert len(ended) == len(model.conditions)
+    # Every perturbation started at 0.5 and moved by at most e^0.25 in the epoch; the
+    # controls, never measured, kept it.
+    for condition, value in zip(model.conditions, ended, strict=True):
+        if condition == "control":
+            assert value == pytest.approx(0.5)
+        else:
+            assert 0.5 * math.exp(-0.25) * 0.999 <= value <= 0.5 * math.exp(0.25) * 1.001
+
+
 @pytest.mark.parametrize("prior", ["normal", "conditional"])
 def test_kl_warmup_defaults_to_half_of_the_epochs(screen, prior):
     model = fit(screen, max_epochs=6, model={"prior": prior})
