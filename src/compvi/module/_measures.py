@@ -197,9 +197,12 @@ def label_dependence(
     return values.index_put((present[tested],), shifts)
 
 
-def mean_of_measured(values: torch.Tensor) -> torch.Tensor:
-    """Mean of the entries that are not NaN; 0 when every entry is (nothing measured)."""
-    measured = ~values.isnan()
+def mean_of_measured(values: torch.Tensor, measure: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of ``values`` over the entries whose ``measure`` (default: the values) is not NaN.
+
+    0 when no entry is measured. A 0-d tensor that is measured is its own mean.
+    """
+    measured = ~(values if measure is None else measure).isnan()
     return torch.where(measured, values, 0.0).sum() / measured.sum().clamp(min=1)
 
 

@@ -125,11 +125,11 @@ class Constraint(torch.nn.Module):
         # A copy, so that the in-place dual step after the forward pass leaves the autograd
         # graph of this step intact.
         terms = self.value.clone() * self.violation(measure)
-        return _mean_where_measured(terms, measure) * scale
+        return mean_of_measured(terms, measure) * scale
 
     def weight(self, measure: torch.Tensor) -> torch.Tensor:
         """Return the multiplier this step's penalty carries (the mean over measured groups)."""
-        return _mean_where_measured(self.value.clone(), measure)
+        return mean_of_measured(self.value.clone(), measure)
 
     def multipliers(self) -> float | list[float]:
         """Return the multiplier, or each group's, as plain numbers."""
@@ -153,11 +153,6 @@ class Constraint(torch.nn.Module):
         moved = self.value * torch.exp(self.lr * share * step)
         self.value.copy_(torch.where(self.running.isnan(), self.value, moved))
         self.value.clamp_(MIN_MULTIPLIER, MAX_MULTIPLIER)
-
-
-def _mean_where_measured(terms: torch.Tensor, measure: torch.Tensor) -> torch.Tensor:
-    """Mean of ``terms`` over the entries whose ``measure`` is not NaN (a scalar: itself)."""
-    return mean_of_measured(torch.where(measure.isnan(), float("nan"), terms))
 
 
 # Dual step per epoch: the multiplier changes by at most this log-factor an epoch.
