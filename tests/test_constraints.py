@@ -110,11 +110,26 @@ def test_a_family_bounds_each_group_with_its_own_multiplier():
     assert family.running[[0, 3]].isnan().all()
     expected = [MIN_MULTIPLIER, MIN_MULTIPLIER * math.exp(0.5), MIN_MULTIPLIER, MIN_MULTIPLIER]
     torch.testing.assert_close(family.value, torch.tensor(expected))
-    # A step that does not measure group 1 keeps its running mean and still steps it.
+    # A step that does not measure group 1 keeps its running mean and its multiplier.
     family.step(torch.tensor([nan, nan, 0.0, 0.3]))
     assert family.running[1].item() == pytest.approx(0.5)
-    assert family.value[1].item() == pytest.approx(MIN_MULTIPLIER * math.exp(1.0))
+    assert family.value[1].item() == pytest.approx(MIN_MULTIPLIER * math.exp(0.5))
     assert family.value[3].item() == pytest.approx(MIN_MULTIPLIER * math.exp(0.5))
+    # Group 1 steps again, from its kept running mean, once a step measures it.
+    family.step(torch.tensor([nan, 0.5, nan, nan]))
+    assert family.value[1].item() == pytest.approx(MIN_MULTIPLIER * math.exp(1.0))
+
+
+def test_a_rarely_measured_group_moves_its_multiplier_only_when_measured():
+    nan = float("nan")
+    family = Constraint(CONSTRAINTS.BACKGROUND_SHIFT, bound=0.01, lr=1.0, n_groups=2)
+    # Group 1 is measured once in 100 steps, far over its bound; group 0 every step, holding.
+    for step in range(1000):
+        family.step(torch.tensor([0.0, 1.0 if step % 100 == 0 else nan]), share=0.01)
+    # Ten measured steps of a hundredth of an epoch each: e^0.1, not the e^10 that stepping
+    # every step from the stale running mean would give.
+    assert family.value[1].item() == pytest.approx(MIN_MULTIPLIER * math.exp(0.1))
+    assert family.value[0].item() == pytest.approx(MIN_MULTIPLIER)
     assert family.multipliers() == pytest.approx(family.value.tolist())
 
 

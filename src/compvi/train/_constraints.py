@@ -55,10 +55,13 @@ class Constraint(torch.nn.Module):
     (a perturbation), each with its own multiplier :math:`\lambda_g` and running mean. Its
     measure is a vector with NaN for the groups a step did not measure; the penalty is the
     mean of :math:`\lambda_g (R_g / \varepsilon - 1)` over the measured groups (so one
-    group reads as a scalar constraint), and a group's running mean moves only when it is
-    measured, while every group with a running mean takes its dual step each step. A bound
-    on each group, not on their mean, keeps one group from staying far above the bound
-    while the others hold it with slack.
+    group reads as a scalar constraint), and a group's running mean and multiplier move
+    only in the steps that measure it. A group that few minibatches measure (a knock-out
+    with a few dozen cells) thus moves its multiplier in proportion to the evidence: were
+    it to step every step from a running mean it last updated epochs ago, one noisy reading
+    would drive its multiplier to :math:`\lambda_{\max}` before the next could correct it.
+    A bound on each group, not on their mean, keeps one group from staying far above the
+    bound while the others hold it with slack.
 
     Parameters
     ----------
@@ -145,13 +148,13 @@ class Constraint(torch.nn.Module):
         """
         measure = measure.detach().to(self.running.dtype)
         # The first measure starts the running mean (a select: no wait for the device); an
-        # unmeasured group keeps its own.
+        # unmeasured group keeps its running mean and its multiplier.
         previous = torch.where(self.running.isnan(), measure, self.running)
         updated = MEASURE_SMOOTHING * previous + (1 - MEASURE_SMOOTHING) * measure
         self.running.copy_(torch.where(measure.isnan(), self.running, updated))
         step = self.violation(self.running).clamp(-1.0, 1.0)
         moved = self.value * torch.exp(self.lr * share * step)
-        self.value.copy_(torch.where(self.running.isnan(), self.value, moved))
+        self.value.copy_(torch.where(measure.isnan(), self.value, moved))
         self.value.clamp_(MIN_MULTIPLIER, MAX_MULTIPLIER)
 
 
