@@ -145,7 +145,9 @@ class TrainingMixin(ComparativeModelBase):
             Dual step size: each epoch multiplies a multiplier by at most
             :math:`e^{\pm\text{multiplier\_lr}}` (in equal parts over the epoch's steps, so
             the pace does not depend on the batch size), following the running mean of its
-            measure relative to the bound.
+            measure relative to the bound. A perturbation's background-shift multiplier
+            steps only in the minibatches that hold two or more of its cells, so a rare
+            perturbation's moves slower.
         accelerator, devices
             Lightning accelerator and devices. For distributed data-parallel training pass
             ``strategy="ddp"`` too (see ``**trainer_kwargs``).
