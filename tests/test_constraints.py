@@ -120,17 +120,27 @@ def test_a_family_bounds_each_group_with_its_own_multiplier():
     assert family.value[1].item() == pytest.approx(MIN_MULTIPLIER * math.exp(1.0))
 
 
-def test_a_rarely_measured_group_moves_its_multiplier_only_when_measured():
+def test_a_rarely_measured_group_steps_only_when_measured_at_the_common_pace():
     nan = float("nan")
     family = Constraint(CONSTRAINTS.BACKGROUND_SHIFT, bound=0.01, lr=1.0, n_groups=2)
-    # Group 1 is measured once in 100 steps, far over its bound; group 0 every step, holding.
+    # Both far over the bound for ten epochs of 100 steps; group 1 is measured once an epoch.
+    gains = []
     for step in range(1000):
-        family.step(torch.tensor([0.0, 1.0 if step % 100 == 0 else nan]), share=0.01)
-    # Ten measured steps of a hundredth of an epoch each: e^0.1, not the e^10 that stepping
-    # every step from the stale running mean would give.
-    assert family.value[1].item() == pytest.approx(MIN_MULTIPLIER * math.exp(0.1))
-    assert family.value[0].item() == pytest.approx(MIN_MULTIPLIER)
-    assert family.multipliers() == pytest.approx(family.value.tolist())
+        before = family.value[1].item()
+        family.step(torch.tensor([1.0, 1.0 if step % 100 == 0 else nan]), share=0.01)
+        gains.append(math.log(family.value[1].item() / before))
+    # Group 0, measured every step, moves e^lr per epoch, exactly.
+    assert family.value[0].item() == pytest.approx(MIN_MULTIPLIER * math.exp(10.0), rel=1e-4)
+    torch.testing.assert_close(family.frequency[0], torch.tensor(1.0), rtol=0, atol=0)
+    # Group 1 moves only in the steps that measure it ...
+    assert all(gain == 0.0 for step, gain in enumerate(gains) if step % 100)
+    # ... at the first, by one step's share (the frequency estimate starts at 1) ...
+    assert gains[0] == pytest.approx(0.01, rel=1e-4)
+    # ... then, once the frequency estimate has come down from 1 (a few epochs), by most of
+    # the pace per epoch of a group measured every step, not the 100 times slower pace of
+    # one step's share an epoch (0.1 in all).
+    assert 0.5 < gains[900] <= 1.0
+    assert 3.0 < math.log(family.value[1].item() / MIN_MULTIPLIER) < 10.0
 
 
 def test_a_family_penalizes_the_mean_over_measured_groups():

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -154,6 +155,36 @@ def test_multipliers_are_carried_into_the_next_train_call_and_through_save(scree
     for name, value in ended.items():
         if value > 10 * MIN_MULTIPLIER:
             assert _history(loaded, f"{name}_multiplier")[-1] > 0.5 * value
+
+
+def test_a_constraint_left_off_for_one_fit_keeps_its_multipliers_for_the_next(screen):
+    model = fit(screen, max_epochs=3, multiplier_lr=2.0)
+    before = model.constraint_state_["multipliers"]
+    model.train(
+        max_epochs=1, batch_size=64, enable_progress_bar=False, background_shift_bound=None
+    )
+    after = model.constraint_state_["multipliers"]
+    assert after["background_shift"] == before["background_shift"]
+    # The constraints that were on moved on from where they stood.
+    assert after["leakage"] != before["leakage"]
+
+
+def test_the_ceiling_warning_names_no_control_or_unmeasured_group(screen):
+    # Every multiplier starts at the ceiling; the bound holds, so the measured ones fall,
+    # and the controls', never measured, stays there.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = fit(
+            screen,
+            max_epochs=1,
+            background_shift_bound=1e3,
+            plan_kwargs={"multipliers": {"background_shift": MAX_MULTIPLIER}},
+        )
+    ended = model.constraint_state_["multipliers"]["background_shift"]
+    ended = dict(zip(model.conditions, ended, strict=True))
+    assert ended.pop("control") == pytest.approx(MAX_MULTIPLIER)
+    assert max(ended.values()) < MAX_MULTIPLIER
+    assert not [w for w in caught if "background_shift of" in str(w.message)]
 
 
 def test_a_violated_constraint_is_named_in_a_warning(screen):

@@ -238,12 +238,14 @@ class TrainingMixin(ComparativeModelBase):
             **trainer_kwargs,
         )
         result = runner()
+        # A constraint this fit left off keeps where an earlier fit left it, for the next.
+        previous = self.constraint_state_
         self.constraint_state_ = {
-            "multipliers": training_plan.multipliers(),
+            "multipliers": (previous.get("multipliers") or {}) | training_plan.multipliers(),
             "edge_bound": (
                 training_plan.constraints[CONSTRAINTS.EDGES].bound
                 if CONSTRAINTS.EDGES in training_plan.constraints
-                else None
+                else previous.get("edge_bound")
             ),
         }
         self._warn_violated_constraints(training_plan)
@@ -268,14 +270,16 @@ class TrainingMixin(ComparativeModelBase):
             if name not in training_plan.constraints:
                 continue
             # One perturbation's minibatch measure is too noisy to judge its bound by; a
-            # multiplier that climbed to its ceiling is a violation that lasted.
-            stuck = training_plan.constraints[name].value.cpu().numpy() >= MAX_MULTIPLIER
+            # multiplier that climbed to its ceiling is a violation that lasted. Groups no
+            # step measured (the controls) kept their starting value and say nothing.
+            constraint = training_plan.constraints[name]
+            measured = ~constraint.running.isnan()
+            stuck = (measured & (constraint.value >= MAX_MULTIPLIER)).cpu().numpy()
             if stuck.any():
                 names = ", ".join(np.asarray(self.conditions, dtype=object)[stuck])
-                bound = training_plan.constraints[name].bound
                 violated.append(
                     f"{name} of {names} (their multipliers reached the ceiling "
-                    f"{MAX_MULTIPLIER:g}: {name}_bound = {bound:.3g} could not be met)"
+                    f"{MAX_MULTIPLIER:g}: {name}_bound = {constraint.bound:.3g} could not be met)"
                 )
         if violated:
             warnings.warn(

@@ -29,8 +29,8 @@ class Constraint(torch.nn.Module):
     The training plan adds :math:`\lambda\,(R / \varepsilon - 1)\,\lvert\bar L\rvert` to the
     objective, where :math:`\bar L` is the current objective (held constant for the
     gradient), so :math:`\lambda` is free of units: :math:`\lambda = 1` makes a constraint
-    violated by its own bound weigh as much as the objective. After each step the multiplier
-    follows exponentiated dual ascent on the relative violation of :math:`\bar R`, a running
+    violated by its own bound weigh as much as the objective. After each step that measures
+    it, the multiplier follows exponentiated dual ascent on the relative violation of :math:`\bar R`, a running
     mean of the measure over the last steps (:data:`MEASURE_SMOOTHING`),
 
     .. math::
@@ -56,12 +56,16 @@ class Constraint(torch.nn.Module):
     measure is a vector with NaN for the groups a step did not measure; the penalty is the
     mean of :math:`\lambda_g (R_g / \varepsilon - 1)` over the measured groups (so one
     group reads as a scalar constraint), and a group's running mean and multiplier move
-    only in the steps that measure it. A group that few minibatches measure (a knock-out
-    with a few dozen cells) thus moves its multiplier in proportion to the evidence: were
-    it to step every step from a running mean it last updated epochs ago, one noisy reading
-    would drive its multiplier to :math:`\lambda_{\max}` before the next could correct it.
-    A bound on each group, not on their mean, keeps one group from staying far above the
-    bound while the others hold it with slack.
+    only in the steps that measure it. Were a group to step every step from a running mean
+    it last updated epochs ago, one noisy reading of a rarely measured knock-out could
+    drive its multiplier to :math:`\lambda_{\max}` before the next reading corrects it. So
+    that rare groups still move at the same pace per epoch, a group's step is
+    :math:`s / f_g` instead of :math:`s`, with :math:`f_g` a running estimate of the share
+    of steps that measure it over about the last epoch (1 at the start, so the first epoch
+    errs slow; at least :math:`s`, so one step moves at most :math:`e^{\eta}`). A group
+    measured every step keeps :math:`f_g = 1` exactly. A bound on each group, not on their
+    mean, keeps one group from staying far above the bound while the others hold it with
+    slack.
 
     Parameters
     ----------
@@ -115,6 +119,8 @@ class Constraint(torch.nn.Module):
         )
         # Running mean of the measure; NaN until a step measures it.
         self.register_buffer("running", torch.full(shape, float("nan")))
+        # Running share of the steps that measure each group (over about one epoch).
+        self.register_buffer("frequency", torch.ones(shape))
 
     def violation(self, measure: torch.Tensor) -> torch.Tensor:
         r"""Relative violation :math:`R / \varepsilon - 1` (negative while the bound holds)."""
@@ -144,17 +150,21 @@ class Constraint(torch.nn.Module):
 
         ``share`` is the part of an epoch this step covers (1 / steps per epoch), so that
         the multiplier moves by at most :math:`e^{\eta}` per epoch however the data are cut
-        into minibatches.
+        into minibatches; a group of a family steps by ``share`` over the share of steps
+        that measure it.
         """
         measure = measure.detach().to(self.running.dtype)
+        measured = ~measure.isnan()
         # The first measure starts the running mean (a select: no wait for the device); an
         # unmeasured group keeps its running mean and its multiplier.
         previous = torch.where(self.running.isnan(), measure, self.running)
         updated = MEASURE_SMOOTHING * previous + (1 - MEASURE_SMOOTHING) * measure
-        self.running.copy_(torch.where(measure.isnan(), self.running, updated))
+        self.running.copy_(torch.where(measured, updated, self.running))
+        self.frequency.add_(share * (measured.to(self.frequency.dtype) - self.frequency))
+        rate = share / self.frequency.clamp(min=share)
         step = self.violation(self.running).clamp(-1.0, 1.0)
-        moved = self.value * torch.exp(self.lr * share * step)
-        self.value.copy_(torch.where(measure.isnan(), self.value, moved))
+        moved = self.value * torch.exp(self.lr * rate * step)
+        self.value.copy_(torch.where(measured, moved, self.value))
         self.value.clamp_(MIN_MULTIPLIER, MAX_MULTIPLIER)
 
 
