@@ -165,5 +165,7 @@ def test_a_family_penalizes_the_mean_over_measured_groups():
 def test_a_family_starts_from_one_multiplier_for_all_or_one_per_group():
     shared = Constraint(CONSTRAINTS.BACKGROUND_SHIFT, 0.1, 1.0, multiplier=0.3, n_groups=3)
     torch.testing.assert_close(shared.value, torch.full((3,), 0.3))
-    with pytest.raises(ValueError, match="2 starting multipliers for 3 group"):
+    with pytest.raises(ValueError, match="2 starting multipliers given, expected 3 numbers"):
         Constraint(CONSTRAINTS.BACKGROUND_SHIFT, 0.1, 1.0, multiplier=[0.1, 0.2], n_groups=3)
+    with pytest.raises(ValueError, match="1 starting multipliers given, expected a single"):
+        Constraint(CONSTRAINTS.LEAKAGE, 0.1, 1.0, multiplier=[0.3])

@@ -146,8 +146,8 @@ class TrainingMixin(ComparativeModelBase):
             :math:`e^{\pm\text{multiplier\_lr}}` (in equal parts over the epoch's steps, so
             the pace does not depend on the batch size), following the running mean of its
             measure relative to the bound. A perturbation's background-shift multiplier
-            steps only in the minibatches that hold two or more of its cells, so a rare
-            perturbation's moves slower.
+            steps only in the minibatches that hold two or more of its cells, by a step
+            scaled so that a rare perturbation's moves at the same pace per epoch.
         accelerator, devices
             Lightning accelerator and devices. For distributed data-parallel training pass
             ``strategy="ddp"`` too (see ``**trainer_kwargs``).

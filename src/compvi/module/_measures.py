@@ -164,7 +164,8 @@ def label_dependence(
 
     Returns one value per condition code (``n_conditions`` of them): NaN for the controls
     and for every perturbation the minibatch cannot measure (fewer than two of its cells,
-    or fewer than :data:`MIN_HSIC_ROWS` controls). The training plan bounds each
+    or fewer than :data:`MIN_HSIC_ROWS` controls, or controls whose background means are
+    all the same, where the normalizer vanishes). The training plan bounds each
     perturbation's value on its own, so that shifts that cancel across perturbations, or
     one knock-out's shift among many that hold, still count.
 

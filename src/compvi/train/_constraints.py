@@ -30,8 +30,9 @@ class Constraint(torch.nn.Module):
     objective, where :math:`\bar L` is the current objective (held constant for the
     gradient), so :math:`\lambda` is free of units: :math:`\lambda = 1` makes a constraint
     violated by its own bound weigh as much as the objective. After each step that measures
-    it, the multiplier follows exponentiated dual ascent on the relative violation of :math:`\bar R`, a running
-    mean of the measure over the last steps (:data:`MEASURE_SMOOTHING`),
+    it, the multiplier follows exponentiated dual ascent on the relative violation of
+    :math:`\bar R`, a running mean of the measure over the last steps
+    (:data:`MEASURE_SMOOTHING`),
 
     .. math::
 
@@ -105,8 +106,9 @@ class Constraint(torch.nn.Module):
         shape = () if n_groups is None else (n_groups,)
         start = torch.as_tensor(MIN_MULTIPLIER if multiplier is None else multiplier)
         if start.ndim and start.shape != shape:
+            expected = "a single number" if n_groups is None else f"{n_groups} numbers"
             raise ValueError(
-                f"{name}: {start.numel()} starting multipliers for {n_groups or 1} group(s)."
+                f"{name}: {start.numel()} starting multipliers given, expected {expected}."
             )
         self.name = name
         self.bound = float(bound)

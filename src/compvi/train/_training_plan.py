@@ -115,7 +115,7 @@ class ComparativeTrainingPlan(TrainingPlan):
         needs ``leakage_bound=None``.
     multiplier_lr
         Dual step size of every multiplier: each epoch multiplies it by at most
-        :math:`e^{\pm\eta}`, in equal parts over the epoch's steps (see
+        :math:`e^{\pm\eta}`, in equal parts over the epoch's steps that measure it (see
         :class:`~compvi.train._constraints.Constraint`).
     multipliers
         Starting values of the multipliers by constraint name (where an earlier fit left
@@ -412,8 +412,8 @@ class ComparativeTrainingPlan(TrainingPlan):
         self.log("mgda_weight", alpha, **log)
         self.log("kl_weight", self.kl_weight, **log)
         if self.constraints:
-            # Every process steps its multipliers with the same (mean) measures, so the
-            # multipliers stay identical across processes.
+            # The measures come from the minibatch gathered over processes, so they agree
+            # but for rounding; their mean makes the multipliers identical across processes.
             flat = [extra[measure].detach().reshape(-1) for measure in self.constraints]
             measures = self._mean_over_processes(torch.cat(flat)).split([len(m) for m in flat])
             share = self._epoch_share()
