@@ -7,6 +7,7 @@ import torch
 
 from compvi._constants import CONSTRAINTS
 from compvi.train._constraints import MAX_MULTIPLIER, MIN_MULTIPLIER, Constraint
+from compvi.train._training_plan import _scalar_metrics
 
 
 def test_multiplier_grows_by_the_clipped_relative_violation_of_the_running_mean():
@@ -169,3 +170,17 @@ def test_a_family_starts_from_one_multiplier_for_all_or_one_per_group():
         Constraint(CONSTRAINTS.BACKGROUND_SHIFT, 0.1, 1.0, multiplier=[0.1, 0.2], n_groups=3)
     with pytest.raises(ValueError, match="1 starting multipliers given, expected a single"):
         Constraint(CONSTRAINTS.LEAKAGE, 0.1, 1.0, multiplier=[0.3])
+
+
+def test_logged_metrics_average_the_measured_groups_and_skip_steps_that_measure_none():
+    nan = float("nan")
+    metrics = {
+        "leakage": torch.tensor(0.2),
+        "background_shift": torch.tensor([nan, 0.1, 0.3]),
+    }
+    logged = _scalar_metrics(metrics)
+    assert logged["leakage"].item() == pytest.approx(0.2)
+    assert logged["background_shift"].item() == pytest.approx(0.2)
+    # A step that measured no perturbation logs nothing, rather than a 0 the epoch mean
+    # would count.
+    assert "background_shift" not in _scalar_metrics({"background_shift": torch.full((3,), nan)})

@@ -42,8 +42,16 @@ def _flat_gradient(loss: torch.Tensor, parameters: list[torch.nn.Parameter]) -> 
 
 
 def _scalar_metrics(metrics: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Replace each per-perturbation vector among ``metrics`` by its mean over those measured."""
-    return {name: mean_of_measured(v) if v.ndim else v for name, v in metrics.items()}
+    """Replace each per-perturbation vector among ``metrics`` by its mean over those measured.
+
+    A vector that measured nothing is left out, so that the epoch's mean is over the steps
+    that measured something rather than pulled towards 0 by those that did not.
+    """
+    return {
+        name: mean_of_measured(v) if v.ndim else v
+        for name, v in metrics.items()
+        if not v.ndim or not bool(v.isnan().all())
+    }
 
 
 class ComparativeTrainingPlan(TrainingPlan):
