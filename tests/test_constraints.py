@@ -184,3 +184,13 @@ def test_logged_metrics_average_the_measured_groups_and_skip_steps_that_measure_
     # A step that measured no perturbation logs nothing, rather than a 0 the epoch mean
     # would count.
     assert "background_shift" not in _scalar_metrics({"background_shift": torch.full((3,), nan)})
+
+
+def test_at_ceiling_names_only_measured_groups_whose_multiplier_is_at_the_ceiling():
+    nan = float("nan")
+    family = Constraint(
+        CONSTRAINTS.BACKGROUND_SHIFT, 0.1, 1.0, multiplier=MAX_MULTIPLIER, n_groups=3
+    )
+    # Group 0 is never measured; group 1 stays violated, group 2 holds with slack.
+    family.step(torch.tensor([nan, 1.0, 0.0]), share=0.5)
+    assert family.at_ceiling().tolist() == [False, True, False]

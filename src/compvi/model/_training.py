@@ -270,11 +270,9 @@ class TrainingMixin(ComparativeModelBase):
             if name not in training_plan.constraints:
                 continue
             # One perturbation's minibatch measure is too noisy to judge its bound by; a
-            # multiplier that climbed to its ceiling is a violation that lasted. Groups no
-            # step measured (the controls) kept their starting value and say nothing.
+            # multiplier that climbed to its ceiling is a violation that lasted.
             constraint = training_plan.constraints[name]
-            measured = ~constraint.running.isnan()
-            stuck = (measured & (constraint.value >= MAX_MULTIPLIER)).cpu().numpy()
+            stuck = constraint.at_ceiling().cpu().numpy()
             if stuck.any():
                 names = ", ".join(np.asarray(self.conditions, dtype=object)[stuck])
                 violated.append(

@@ -146,6 +146,14 @@ class Constraint(torch.nn.Module):
         """Return the multiplier, or each group's, as plain numbers."""
         return self.value.tolist()
 
+    def at_ceiling(self) -> torch.Tensor:
+        """Return which groups a step measured whose multiplier is at :data:`MAX_MULTIPLIER`.
+
+        A group no step measured (the controls) kept its starting value, which says nothing
+        about its bound.
+        """
+        return ~self.running.isnan() & (self.value >= MAX_MULTIPLIER)
+
     @torch.no_grad()
     def step(self, measure: torch.Tensor, share: float = 1.0) -> None:
         r"""Take one dual-ascent step given the measure observed this step.
